@@ -1,0 +1,103 @@
+"""Partial convolution (Liu et al. 2018, eq. 1-2).
+
+For a window with input X, mask M (1 = valid) and weights W:
+
+    x' = W^T (X * M) * sum(1) / sum(M) + b    if sum(M) > 0, else 0
+    m' = 1                                    if sum(M) > 0, else 0
+
+``sum(1)`` counts every input element under the window (``C_in * kh * kw``) and ``sum(M)`` the valid ones.
+Zero padding is treated as hole, as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def valid_channel_count(mask: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, 1, H, W): how many of ``channels`` input channels are valid at each pixel under ``mask``.
+
+    ``mask`` is (N, 1, H, W), shared by all channels, or (N, channels, H, W).
+    """
+    return mask * channels if mask.shape[1] == 1 else mask.sum(dim=1, keepdim=True)
+
+
+class PartialConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that only looks at valid pixels and renormalises by their count.
+
+    Takes PyTorch's ``nn.Conv2d`` arguments (``groups`` must be 1 and ``padding_mode`` "zeros", because the
+    paper's re-weighting is defined for a full window with zero padding counted as hole).
+
+    ``forward(x, mask)`` returns ``(output, updated_mask)``. ``mask`` is float {0, 1} with 1 = valid, either
+    ``(N, 1, H, W)`` (shared by all channels) or ``(N, C_in, H, W)`` (per channel). The updated mask is
+    always ``(N, 1, H', W')``: after one partial convolution every output channel shares it.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.groups != 1:
+            raise ValueError(f"PartialConv2d supports groups=1 only, got groups={self.groups}")
+        if self.padding_mode != "zeros":
+            raise ValueError(
+                f"PartialConv2d treats padding as hole and needs padding_mode='zeros', got {self.padding_mode!r}"
+            )
+        if isinstance(self.padding, str):
+            raise ValueError(f"PartialConv2d needs explicit integer padding, got padding={self.padding!r}")
+        # Counts valid pixels under each window; a buffer so it follows .to(device) but stays out of state_dict.
+        self.register_buffer("window_ones", torch.ones(1, 1, *self.kernel_size), persistent=False)
+
+    @property
+    def window_size(self) -> int:
+        """``sum(1)`` in the paper: input elements under one window."""
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if mask.ndim != 4 or mask.shape[1] not in (1, self.in_channels):
+            raise ValueError(
+                f"expected mask of shape (N, 1, H, W) or (N, {self.in_channels}, H, W), got {tuple(mask.shape)}"
+            )
+        if mask.shape[0] != x.shape[0] or mask.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match input shape {tuple(x.shape)}")
+        mask = mask.to(x.dtype)
+        return self.forward_masked(x * mask, valid_channel_count(mask, self.in_channels))
+
+    def forward_masked(
+        self, masked_input: torch.Tensor, valid_channels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Partial convolution of an input that is already zero in its holes.
+
+        Args:
+            masked_input: ``X * M``, shape (N, C_in, H, W).
+            valid_channels: (N, 1, H, W), the number of valid input channels at each pixel (``sum_c M``).
+                Summing channels before the window sum keeps the mask work a single-channel convolution.
+
+        Returns:
+            The output and its single-channel valid mask.
+        """
+        with torch.no_grad(), torch.autocast(masked_input.device.type, enabled=False):
+            # float32: counts reach C_in * kh * kw (4608 for 512 channels and 3x3), past fp16's exact integers.
+            count_dtype = torch.promote_types(valid_channels.dtype, torch.float32)
+            valid_count = F.conv2d(
+                valid_channels.to(count_dtype),
+                self.window_ones.to(count_dtype),
+                None,
+                self.stride,
+                self.padding,
+                self.dilation,
+            )
+            updated_mask = (valid_count > 0).to(count_dtype)
+            # Windows with no valid input get scale 0, so they output exactly 0 without dividing by 0.
+            scale = self.window_size / valid_count.clamp(min=1.0) * updated_mask
+
+        raw = F.conv2d(masked_input, self.weight, None, self.stride, self.padding, self.dilation)
+        scale = scale.to(raw.dtype)
+        if self.bias is None:
+            output = raw * scale  # scale is already 0 where the window has no valid input
+        else:
+            bias = self.bias.view(1, -1, 1, 1).to(raw.dtype)
+            output = torch.addcmul(bias, raw, scale).mul_(updated_mask.to(raw.dtype))
+        return output, updated_mask.to(masked_input.dtype)

@@ -1,0 +1,378 @@
+"""PConvUNet: the U-Net of Liu et al. 2018 built from partial convolutions, with Hugging Face Hub I/O.
+
+The constructor's keyword arguments are the config (saved as ``config.json`` next to ``model.safetensors``).
+``conv_type="plain"`` builds the paper's "Conv" baseline: the same shapes with ordinary convolutions and the
+holes filled with mid-grey.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from torch import nn
+
+from .layers import PartialConv2d, valid_channel_count
+
+if TYPE_CHECKING:
+    from .inpainting import ImageLike
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PAPER_URL = "https://arxiv.org/abs/1804.07723"
+
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# PConvUNet
+
+Image inpainting with partial convolutions ([Liu et al. 2018]({{ paper_url }})), saved with
+[pconv_hf](https://github.com/pconv-hf/pconv_hf).
+
+```python
+from pconv_hf import PConvUNet
+
+model = PConvUNet.from_pretrained("{{ repo_id | default('path/to/this/folder', true) }}")
+result = model.inpaint("photo.jpg", "mask.png")  # white in the mask = area to fill
+result.save("filled.png")
+```
+"""
+
+# The paper's encoder: kernel sizes of the first layers, 3x3 for the rest; channels double up to 8x base.
+_ENCODER_KERNELS = (7, 5, 5)
+_MAX_CHANNEL_MULTIPLIER = 8
+
+
+def _encoder_channels(layer_size: int, base_channels: int) -> list[int]:
+    return [base_channels * min(2**i, _MAX_CHANNEL_MULTIPLIER) for i in range(layer_size)]
+
+
+class EncoderBlock(nn.Module):
+    """Stride-2 convolution, optional BatchNorm, ReLU; the mask (if any) goes through the convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool, partial: bool):
+        super().__init__()
+        conv_class = PartialConv2d if partial else nn.Conv2d
+        # A bias before BatchNorm is cancelled by its mean subtraction, so only unnormalised layers have one.
+        self.conv = conv_class(
+            in_channels, out_channels, kernel_size, stride=2, padding=kernel_size // 2, bias=not batch_norm
+        )
+        self.norm = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if mask is None:
+            x = self.conv(x)
+        else:
+            x, mask = self.conv(x, mask)
+        return self.activation(self.norm(x)), mask
+
+
+class DecoderBlock(nn.Module):
+    """Upsample x2, concatenate the encoder skip (and its mask), 3x3 convolution, optional BN + LeakyReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        last: bool,
+        partial: bool,
+        upsampling_mode: str,
+    ):
+        super().__init__()
+        conv_class = PartialConv2d if partial else nn.Conv2d
+        self.in_channels = in_channels
+        self.upsampling_mode = upsampling_mode
+        self.conv = conv_class(in_channels + skip_channels, out_channels, 3, padding=1, bias=last)
+        self.norm = nn.Identity() if last else nn.BatchNorm2d(out_channels)
+        self.activation = nn.Identity() if last else nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        skip: torch.Tensor,
+        skip_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = F.interpolate(x, scale_factor=2, mode=self.upsampling_mode)
+        if mask is None:
+            x = self.conv(torch.cat((x, skip), dim=1))
+        else:
+            # Masks stay single-channel: mask the two parts separately and count valid channels per pixel,
+            # instead of materialising a (N, C_in, H, W) mask for the concatenation.
+            mask = F.interpolate(mask, scale_factor=2, mode="nearest")
+            masked = torch.cat((x * mask, skip * skip_mask), dim=1)
+            valid_channels = mask * self.in_channels + valid_channel_count(skip_mask, skip.shape[1])
+            x, mask = self.conv.forward_masked(masked, valid_channels)
+        return self.activation(self.norm(x)), mask
+
+
+class PConvUNet(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="pconv_hf",
+    license="apache-2.0",
+    pipeline_tag="image-to-image",
+    tags=["inpainting", "image-inpainting", "partial-convolution", "pconv"],
+    paper_url=PAPER_URL,
+    model_card_template=MODEL_CARD_TEMPLATE,
+):
+    """The partial-convolution U-Net of Liu et al. 2018.
+
+    Images are float RGB in [0, 1], shape (N, in_channels, H, W); masks are float {0, 1} with 1 = valid,
+    shape (N, 1, H, W) or (N, in_channels, H, W). H and W must be multiples of ``2 ** layer_size``.
+
+    Args:
+        layer_size: encoder depth (and decoder depth). 7 suits 256 px, 8 suits 512 px (the paper).
+        base_channels: width of the first layer; 64 gives the paper's shapes.
+        in_channels: image channels; the output has as many.
+        upsampling_mode: ``F.interpolate`` mode for decoder features ("nearest" in the paper); masks are
+            always upsampled with "nearest" so they stay binary.
+        conv_type: "partial" (the paper's model) or "plain" (its "Conv" baseline: identical shapes, ordinary
+            convolutions, holes filled with 0.5).
+        sample_size: the resolution the model was trained at; ``inpaint()`` works at this size.
+    """
+
+    def __init__(
+        self,
+        layer_size: int = 7,
+        base_channels: int = 64,
+        in_channels: int = 3,
+        upsampling_mode: Literal["nearest", "bilinear", "bicubic"] = "nearest",
+        conv_type: Literal["partial", "plain"] = "partial",
+        sample_size: int = 256,
+    ):
+        super().__init__()
+        if not isinstance(layer_size, int) or not 1 <= layer_size <= 10:
+            raise ValueError(f"layer_size must be an int from 1 to 10 (7 for 256 px, 8 for 512 px), got {layer_size!r}")
+        if not isinstance(base_channels, int) or base_channels < 1:
+            raise ValueError(f"base_channels must be a positive int (64 in the paper), got {base_channels!r}")
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        if upsampling_mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"upsampling_mode must be 'nearest', 'bilinear' or 'bicubic', got {upsampling_mode!r}")
+        if conv_type not in ("partial", "plain"):
+            raise ValueError(f"conv_type must be 'partial' or 'plain', got {conv_type!r}")
+        if not isinstance(sample_size, int) or sample_size < 2**layer_size or sample_size % 2**layer_size:
+            raise ValueError(
+                f"sample_size must be a positive multiple of 2**layer_size = {2**layer_size}, got {sample_size!r}"
+            )
+        self.layer_size = layer_size
+        self.in_channels = in_channels
+        self.conv_type = conv_type
+        self.sample_size = sample_size
+        self._encoder_bn_frozen = False
+
+        partial = conv_type == "partial"
+        channels = _encoder_channels(layer_size, base_channels)
+        kernels = [_ENCODER_KERNELS[i] if i < len(_ENCODER_KERNELS) else 3 for i in range(layer_size)]
+        self.encoder = nn.ModuleList(
+            EncoderBlock(c_in, c_out, k, batch_norm=i > 0, partial=partial)
+            for i, (c_in, c_out, k) in enumerate(zip([in_channels, *channels], channels, kernels))
+        )
+        # Decoder i (deepest first) concatenates encoder level i-1; the last one the input image itself.
+        skip_channels = [in_channels, *channels[:-1]]
+        self.decoder = nn.ModuleList(
+            DecoderBlock(
+                channels[i],
+                skip_channels[i],
+                skip_channels[i] if i > 0 else in_channels,
+                last=i == 0,
+                partial=partial,
+                upsampling_mode=upsampling_mode,
+            )
+            for i in reversed(range(layer_size))
+        )
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of the input must be multiples of this."""
+        return 2**self.layer_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Predict the full image; the caller composites it with the known pixels.
+
+        Args:
+            image: (N, C, H, W) in [0, 1]; values in the holes are ignored.
+            mask: (N, 1, H, W) or (N, C, H, W), float {0, 1}, 1 = valid.
+
+        Returns:
+            (N, C, H, W), the network output I_out.
+        """
+        self._check_inputs(image, mask)
+        mask = mask.to(image.dtype)
+
+        # 1. Input: the partial network carries the mask; the plain baseline sees holes filled with 0.5.
+        if self.conv_type == "partial":
+            x, x_mask = image, mask
+        else:
+            x, x_mask = image * mask + 0.5 * (1 - mask), None
+
+        # 2. Encoder: push every level (starting with the input) for the skip connections.
+        skips = [(x, x_mask)]
+        for block in self.encoder:
+            x, x_mask = block(x, x_mask)
+            skips.append((x, x_mask))
+        skips.pop()  # the deepest level feeds the decoder directly
+
+        # 3. Decoder: pop the matching level on the way up; the last skip is the input image and its mask.
+        for block in self.decoder:
+            skip, skip_mask = skips.pop()
+            x, x_mask = block(x, x_mask, skip, skip_mask)
+        return x
+
+    def _check_inputs(self, image: torch.Tensor, mask: torch.Tensor) -> None:
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != self.in_channels:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"image must be a tensor of shape (N, {self.in_channels}, H, W), got {shape}")
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] not in (1, self.in_channels):
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(
+                f"mask must be a tensor of shape (N, 1, H, W) or (N, {self.in_channels}, H, W), got {shape}"
+            )
+        if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(image.shape)}")
+        height, width = image.shape[-2:]
+        if height % self.size_multiple or width % self.size_multiple:
+            raise ValueError(
+                f"image height and width must be multiples of 2**layer_size = {self.size_multiple}, "
+                f"got {height}x{width}; pad or resize first (inpaint() does this for you)"
+            )
+        if not torch.all((mask == 0) | (mask == 1)):
+            raise ValueError("mask must contain only 0 (hole) and 1 (valid); threshold it after resizing")
+
+    def freeze_encoder_bn(self, frozen: bool = True) -> PConvUNet:
+        """Freeze the encoder's BatchNorm (statistics and affine parameters) for the fine-tuning phase.
+
+        The paper trains with BN everywhere, then fine-tunes with the encoder BN frozen (lr 5e-5) because
+        statistics over hole pixels are unreliable. The setting survives ``train()`` calls.
+        """
+        self._encoder_bn_frozen = frozen
+        for module in self.encoder.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> PConvUNet:
+        super().train(mode)
+        if self._encoder_bn_frozen:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+    def inpaint(self, image: ImageLike, mask: ImageLike, **kwargs: Any) -> ImageLike:
+        """Fill the white (nonzero) area of ``mask`` in ``image``; see :func:`pconv_hf.inpainting.inpaint`."""
+        from .inpainting import inpaint
+
+        return inpaint(self, image, mask, **kwargs)
+
+    # --- Hub I/O -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PConvUNet:
+        """Load from a local directory or a Hub id: ``config.json`` + ``model.safetensors``, strictly.
+
+        Only safetensors weights are read (never pickles). ``map_location`` picks the device (default "cpu").
+        Raises ``ValueError`` with one message naming the directory or id when it cannot be loaded.
+        """
+        model_id = str(pretrained_model_name_or_path)
+        if os.path.isdir(model_id):
+            missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not os.path.isfile(os.path.join(model_id, name))]
+            if missing:
+                raise ValueError(f"{model_id!r} is not a saved PConvUNet: missing {', '.join(missing)}")
+        elif os.path.exists(model_id) or model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
+            raise ValueError(f"{model_id!r} is not a directory (expected a saved model folder or a Hub id 'user/name')")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, ConnectionError) as err:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else f"{err}".split("\n")[0]
+            raise ValueError(
+                f"could not load PConvUNet {model_id!r}: no such local directory, and from the Hub: {reason}"
+            ) from err
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: dict | None = None,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        **model_kwargs: Any,
+    ) -> PConvUNet:
+        if config is None:
+            raise ValueError(f"{model_id!r} has no {CONFIG_NAME}; cannot tell which PConvUNet to build")
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights_file = os.path.join(model_id, WEIGHTS_NAME)
+        else:
+            weights_file = hf_hub_download(
+                repo_id=model_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        state_dict = safetensors.torch.load_file(weights_file)
+        try:
+            # copy_ casts, so half-precision files load into a float32 model.
+            result = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:
+            raise ValueError(f"weights in {model_id!r} do not fit its config: {err}") from err
+        if strict and (result.missing_keys or result.unexpected_keys):
+            raise ValueError(
+                f"weights in {model_id!r} do not match PConvUNet({config}): "
+                f"missing keys {result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}"
+            )
+        return model.to(map_location).eval()
+
+    def save_pretrained(self, save_directory: str | Path, *, weights_dtype: torch.dtype | None = None, **kwargs: Any):
+        """Write ``config.json``, ``model.safetensors`` and a model card (``README.md``) to ``save_directory``.
+
+        Args:
+            weights_dtype: store floating-point weights in this dtype (e.g. ``torch.float16`` to halve the
+                file); loading casts back to the model's dtype.
+            **kwargs: passed to ``PyTorchModelHubMixin.save_pretrained`` (``push_to_hub``, ``repo_id``, ...).
+        """
+        self._weights_dtype = weights_dtype
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self._weights_dtype = None
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        dtype = getattr(self, "_weights_dtype", None)
+        state_dict = {
+            name: (tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor).contiguous()
+            for name, tensor in self.state_dict().items()
+        }
+        safetensors.torch.save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

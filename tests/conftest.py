@@ -1,0 +1,27 @@
+"""Shared fixtures. The Hub is never reachable in tests: HF_HUB_OFFLINE is set before anything imports it."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def tiny_model():
+    """A 5-level PConvUNet with 8 base channels: 64 px inputs, fast on CPU."""
+    from pconv_hf import PConvUNet
+
+    torch.manual_seed(0)
+    return PConvUNet(layer_size=5, base_channels=8, sample_size=64).eval()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """A real photograph, (512, 512, 3) uint8, bundled with scikit-image."""
+    from skimage import data
+
+    return data.astronaut()

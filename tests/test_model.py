@@ -1,0 +1,226 @@
+"""PConvUNet: architecture, gradients, BatchNorm freezing and Hub I/O."""
+
+import json
+import os
+import time
+
+import pytest
+import safetensors.torch
+import torch
+
+from pconv_hf import PConvUNet
+from pconv_hf.model import count_parameters
+
+
+def paper_parameter_count() -> int:
+    """Parameters of the paper's 512 px network (Table in the supplementary), counted by hand."""
+    encoder = [(3, 64, 7), (64, 128, 5), (128, 256, 5), (256, 512, 3)] + [(512, 512, 3)] * 4
+    decoder = [(512 + 512, 512)] * 4 + [(512 + 256, 256), (256 + 128, 128), (128 + 64, 64), (64 + 3, 3)]
+    total = 0
+    for i, (c_in, c_out, k) in enumerate(encoder):
+        total += c_in * c_out * k * k
+        total += c_out if i == 0 else 2 * c_out  # first layer: bias, no BN; others: BN weight and bias
+    for i, (c_in, c_out) in enumerate(decoder):
+        total += c_in * c_out * 9
+        total += c_out if i == len(decoder) - 1 else 2 * c_out  # last layer: bias, no BN
+    return total
+
+
+def test_parameter_count_matches_the_paper():
+    model = PConvUNet(layer_size=8, base_channels=64, sample_size=512)
+    assert count_parameters(model) == paper_parameter_count()
+    assert count_parameters(PConvUNet(layer_size=8, sample_size=512, conv_type="plain")) == paper_parameter_count()
+
+
+def test_layer_shapes_follow_the_paper():
+    model = PConvUNet(layer_size=8, base_channels=64, sample_size=512)
+    encoder = [(block.conv.in_channels, block.conv.out_channels, block.conv.kernel_size[0]) for block in model.encoder]
+    assert encoder[:4] == [(3, 64, 7), (64, 128, 5), (128, 256, 5), (256, 512, 3)]
+    assert all(block.conv.stride == (2, 2) for block in model.encoder)
+    assert isinstance(model.encoder[0].norm, torch.nn.Identity)
+    last = model.decoder[-1]
+    assert (last.conv.in_channels, last.conv.out_channels) == (67, 3)
+    assert last.conv.bias is not None and isinstance(last.norm, torch.nn.Identity)
+    assert isinstance(model.decoder[0].activation, torch.nn.LeakyReLU)
+    assert model.decoder[0].activation.negative_slope == 0.2
+
+
+@pytest.mark.parametrize("conv_type", ["partial", "plain"])
+@pytest.mark.parametrize("mask_channels", [1, 3])
+def test_output_shape_and_values(conv_type, mask_channels):
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=4, base_channels=4, sample_size=32, conv_type=conv_type).eval()
+    image = torch.rand(2, 3, 32, 48)
+    mask = (torch.rand(2, mask_channels, 32, 48) > 0.3).float()
+    output = model(image, mask)
+    assert output.shape == (2, 3, 32, 48)
+    assert torch.isfinite(output).all()
+
+
+def test_hole_content_is_ignored_by_the_partial_model(tiny_model):
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 64, 64)
+    mask = torch.ones(1, 1, 64, 64)
+    mask[..., 10:30, 20:40] = 0
+    other = image.clone()
+    other[..., 10:30, 20:40] = torch.rand(1, 3, 20, 20)
+    torch.testing.assert_close(tiny_model(image, mask), tiny_model(other, mask))
+
+
+def test_every_parameter_gets_a_gradient(tiny_model):
+    torch.manual_seed(0)
+    tiny_model.train()
+    image = torch.rand(2, 3, 64, 64)
+    mask = (torch.rand(2, 1, 64, 64) > 0.2).float()
+    tiny_model(image, mask).sub(image).abs().mean().backward()
+    for name, parameter in tiny_model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_deterministic(tiny_model):
+    image = torch.rand(1, 3, 64, 64)
+    mask = (torch.rand(1, 1, 64, 64) > 0.5).float()
+    assert torch.equal(tiny_model(image, mask), tiny_model(image, mask))
+
+
+@pytest.mark.parametrize(
+    "image_shape, mask_shape, message",
+    [
+        ((1, 3, 60, 64), (1, 1, 60, 64), "multiples of 2\\*\\*layer_size = 32, got 60x64"),
+        ((1, 4, 64, 64), (1, 1, 64, 64), "image must be a tensor of shape"),
+        ((1, 3, 64, 64), (1, 2, 64, 64), "mask must be a tensor of shape"),
+        ((1, 3, 64, 64), (1, 1, 32, 64), "does not match"),
+    ],
+)
+def test_bad_inputs_raise_value_error(tiny_model, image_shape, mask_shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model(torch.rand(image_shape), torch.ones(mask_shape))
+
+
+def test_soft_mask_is_rejected(tiny_model):
+    with pytest.raises(ValueError, match="only 0"):
+        tiny_model(torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(layer_size=0), "layer_size"),
+        (dict(base_channels=0), "base_channels"),
+        (dict(upsampling_mode="area"), "upsampling_mode"),
+        (dict(conv_type="gated"), "conv_type"),
+        (dict(layer_size=7, sample_size=200), "sample_size"),
+    ],
+)
+def test_bad_config_raises_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PConvUNet(**kwargs)
+
+
+def test_freeze_encoder_bn_survives_train_and_freezes_statistics(tiny_model):
+    tiny_model.freeze_encoder_bn()
+    tiny_model.train()
+    encoder_bn = [m for m in tiny_model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    decoder_bn = [m for m in tiny_model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert encoder_bn and decoder_bn
+    assert not any(m.training for m in encoder_bn) and all(m.training for m in decoder_bn)
+    assert not any(p.requires_grad for m in encoder_bn for p in m.parameters())
+    before = [m.running_mean.clone() for m in encoder_bn + decoder_bn]
+    tiny_model(torch.rand(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.3).float())
+    after = [m.running_mean for m in encoder_bn + decoder_bn]
+    assert all(torch.equal(b, a) for b, a in zip(before[: len(encoder_bn)], after[: len(encoder_bn)]))
+    assert all(not torch.equal(b, a) for b, a in zip(before[len(encoder_bn) :], after[len(encoder_bn) :]))
+    tiny_model.freeze_encoder_bn(False)
+    assert all(m.training for m in encoder_bn)
+
+
+# --- Hub I/O -----------------------------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["layer_size"] == 5 and config["base_channels"] == 8 and config["sample_size"] == 64
+    card = (tmp_path / "README.md").read_text()
+    assert "library_name: pconv_hf" in card and "arxiv.org/abs/1804.07723" in card
+
+    loaded = PConvUNet.from_pretrained(tmp_path)
+    assert not loaded.training
+    image = torch.rand(2, 3, 64, 64)
+    mask = (torch.rand(2, 1, 64, 64) > 0.4).float()
+    assert torch.equal(loaded(image, mask), tiny_model(image, mask))
+
+
+def test_plain_baseline_round_trip(tmp_path):
+    model = PConvUNet(layer_size=4, base_channels=4, sample_size=32, conv_type="plain").eval()
+    model.save_pretrained(tmp_path)
+    loaded = PConvUNet.from_pretrained(tmp_path)
+    assert loaded.conv_type == "plain"
+    image, mask = torch.rand(1, 3, 32, 32), (torch.rand(1, 1, 32, 32) > 0.4).float()
+    assert torch.equal(loaded(image, mask), model(image, mask))
+
+
+def test_half_precision_weights_load_into_float32(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "fp32")
+    tiny_model.save_pretrained(tmp_path / "fp16", weights_dtype=torch.float16)
+    size = {name: (tmp_path / name / "model.safetensors").stat().st_size for name in ("fp32", "fp16")}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    loaded = PConvUNet.from_pretrained(tmp_path / "fp16")
+    assert loaded.dtype == torch.float32
+    image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.4).float()
+    torch.testing.assert_close(loaded(image, mask), tiny_model(image, mask), rtol=0.05, atol=0.05)
+    assert tiny_model.dtype == torch.float32  # saving in half did not touch the model
+
+
+def test_strict_loading_rejects_missing_and_unexpected_keys(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    weights = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    weights["extra.weight"] = torch.zeros(1)
+    del weights["decoder.0.conv.weight"]
+    safetensors.torch.save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="missing keys.*decoder.0.conv.weight.*unexpected keys.*extra.weight"):
+        PConvUNet.from_pretrained(tmp_path)
+
+
+def test_loading_rejects_weights_of_another_config(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "base_channels": 16}))
+    with pytest.raises(ValueError, match="do not fit its config"):
+        PConvUNet.from_pretrained(tmp_path)
+
+
+def test_pickle_weights_are_never_loaded(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    torch.save(tiny_model.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="missing model.safetensors"):
+        PConvUNet.from_pretrained(tmp_path)
+
+
+def test_unknown_hub_id_fails_fast_offline():
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="'nobody/no-such-pconv'.*HF_HUB_OFFLINE"):
+        PConvUNet.from_pretrained("nobody/no-such-pconv")
+    assert time.perf_counter() - start < 5
+
+
+def test_missing_local_directory_is_named():
+    with pytest.raises(ValueError, match="'./no/such/dir' is not a directory"):
+        PConvUNet.from_pretrained("./no/such/dir")
+
+
+def test_hub_id_loads_from_the_local_cache(tiny_model, tmp_path):
+    """The repo-id path, offline, through a Hub cache laid out as huggingface_hub writes it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--user--pconv"
+    snapshot = repo / "snapshots" / commit
+    tiny_model.save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    loaded = PConvUNet.from_pretrained("user/pconv", cache_dir=tmp_path)
+    image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.4).float()
+    assert torch.equal(loaded(image, mask), tiny_model(image, mask))
