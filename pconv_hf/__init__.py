@@ -7,9 +7,51 @@ Conventions:
   diffusers and IOPaint; only those entry points convert.
 """
 
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .inpainting import ImageLike
 from .layers import PartialConv2d
 from .model import PConvUNet
 
 __version__ = "0.1.0"
 
-__all__ = ["PartialConv2d", "PConvUNet", "__version__"]
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pconv-wallpapers-256"
+"""The bundled model: a directory loadable with ``PConvUNet.from_pretrained``."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device | None = None) -> PConvUNet:
+    """A PConvUNet in eval mode from a saved directory or Hub id; the bundled model when None.
+
+    ``device`` defaults to CUDA when available, else CPU.
+    """
+    device = default_device() if device is None else torch.device(device)
+    return PConvUNet.from_pretrained(DEFAULT_CHECKPOINT if name_or_path is None else name_or_path, map_location=device)
+
+
+def inpaint(image: ImageLike, mask: ImageLike, model: PConvUNet | None = None, **kwargs: Any) -> ImageLike:
+    """Fill the white (nonzero) area of ``mask`` in ``image`` with ``model`` (the bundled one by default).
+
+    See :func:`pconv_hf.inpainting.inpaint` for the options (strategy, dilate, dtype, ...).
+    """
+    from .inpainting import inpaint as inpaint_with
+
+    return inpaint_with(_bundled_model() if model is None else model, image, mask, **kwargs)
+
+
+@lru_cache(maxsize=1)
+def _bundled_model() -> PConvUNet:
+    """Loaded once per process, so repeated ``inpaint()`` calls do not re-read the weights."""
+    return load_model()
+
+
+__all__ = ["DEFAULT_CHECKPOINT", "PConvUNet", "PartialConv2d", "inpaint", "load_model", "__version__"]
