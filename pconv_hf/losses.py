@@ -1,0 +1,315 @@
+"""Loss terms of Liu et al. 2018 (arXiv 1804.07723), Section 3.4.
+
+The total loss is ``valid + 6 hole + 0.05 perceptual + 120 style + 0.1 tv`` where ``style`` already contains
+both the output and the composite term (the paper weights both by 120). ``InpaintingLoss`` returns the
+unweighted terms so they can be logged separately; ``weighted_total`` combines them with ``LossWeights``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+NETWORKS = ("vgg16", "alexnet")
+WEIGHTS = ("imagenet", "random")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Seed of the generator used for weights="random", so such runs are reproducible.
+RANDOM_WEIGHTS_SEED = 0
+
+_WEIGHT_URLS = {
+    "vgg16": VGG16_Weights.IMAGENET1K_V1.url,
+    "alexnet": AlexNet_Weights.IMAGENET1K_V1.url,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms; defaults are the paper's (Eq. 7)."""
+
+    valid: float = 1.0
+    hole: float = 6.0
+    perceptual: float = 0.05
+    style: float = 120.0
+    tv: float = 0.1
+
+
+def _vgg16_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
+    # Same layers and indices as torchvision's vgg16().features[:17], so its state-dict keys load directly.
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for block in ((64, 64), (128, 128), (256, 256, 256)):
+        for out_ch in block:
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    # pool1, pool2, pool3 as in the paper.
+    return layers, (5, 10, 17)
+
+
+def _alexnet_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
+    # Same layers and indices as torchvision's alexnet().features[:8].
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+    ]
+    # pool1, pool2, relu3: three stages of decreasing resolution, comparable to VGG's pool1-3.
+    return layers, (3, 6, 8)
+
+
+_ARCHITECTURES = {"vgg16": _vgg16_layers, "alexnet": _alexnet_layers}
+
+
+def expected_checkpoint_path(network: str) -> Path:
+    """Where the ImageNet weights of ``network`` must be: torchvision's file name in the torch hub cache."""
+    if network not in _WEIGHT_URLS:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    file_name = os.path.basename(urlparse(_WEIGHT_URLS[network]).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def _missing_weights_message(network: str, path: Path) -> str:
+    return (
+        f"ImageNet weights for {network} not found at {path}. pconv_hf never downloads them. "
+        f"On a machine with internet access run\n"
+        f"    python -c \"import torchvision; torchvision.models.{network}(weights='IMAGENET1K_V1')\"\n"
+        f"and copy the downloaded file (torch hub cache, checkpoints/{path.name}) to {path}. "
+        f"Alternatively train without the perceptual/style terms (perceptual_network='none', "
+        f"--perceptual_network none), or use weights='random' (a randomly initialised {network}, "
+        f"NOT comparable to the paper)."
+    )
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen ImageNet CNN returning three feature maps for the perceptual and style losses.
+
+    Args:
+        network: ``"vgg16"`` (pool1, pool2, pool3 as in the paper) or ``"alexnet"`` (pool1, pool2, relu3).
+        weights: ``"imagenet"`` loads torchvision's ImageNet weights from the local torch hub cache only
+            (see ``expected_checkpoint_path``); ``"random"`` uses a fixed-seed random initialisation.
+
+    Raises:
+        FileNotFoundError: ``weights="imagenet"`` and the checkpoint is not in the local cache.
+    """
+
+    def __init__(self, network: str = "vgg16", weights: str = "imagenet") -> None:
+        super().__init__()
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        self.network = network
+        self.weights = weights
+        layers, self.stage_ends = _ARCHITECTURES[network]()
+        # Named "features" with torchvision's indices so checkpoint keys "features.<i>.*" map one to one.
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        if weights == "imagenet":
+            self._load_imagenet()
+        else:
+            self._init_random()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def _load_imagenet(self) -> None:
+        path = expected_checkpoint_path(self.network)
+        if not path.is_file():
+            raise FileNotFoundError(_missing_weights_message(self.network, path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # The checkpoint holds the whole classifier network; keep only the layers this extractor uses.
+        wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        own = self.features.state_dict()
+        missing = sorted(set(own) - set(wanted))
+        if missing:
+            raise ValueError(
+                f"checkpoint {path} is not a torchvision {self.network} state dict: missing {missing}"
+            )
+        bad = [k for k in own if wanted[k].shape != own[k].shape]
+        if bad:
+            raise ValueError(
+                f"checkpoint {path} has unexpected shapes for {bad} (expected torchvision {self.network})"
+            )
+        self.features.load_state_dict({k: wanted[k] for k in own})
+
+    def _init_random(self) -> None:
+        generator = torch.Generator().manual_seed(RANDOM_WEIGHTS_SEED)
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                # torchvision's VGG initialisation, made deterministic by the private generator.
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                nn.init.zeros_(m.bias)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Ignore ``mode``: the extractor is frozen and always stays in eval mode."""
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        if self.weights == "random":
+            return (
+                f"network={self.network}, weights=random (RANDOMLY INITIALISED, seed={RANDOM_WEIGHTS_SEED})"
+            )
+        return f"network={self.network}, weights=imagenet"
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        """Map (N,3,H,W) images in [0,1] to the three stage outputs."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an image batch of shape (N,3,H,W), got {tuple(image.shape)}")
+        x = (image - self.mean) / self.std
+        outputs = []
+        start = 0
+        for end in self.stage_ends:
+            x = self.features[start:end](x)
+            outputs.append(x)
+            start = end
+        return outputs
+
+
+def make_feature_extractor(network: str, weights: str = "imagenet") -> FeatureExtractor | None:
+    """Build a ``FeatureExtractor``, or return None for ``network="none"`` (no perceptual/style terms)."""
+    if network == "none":
+        return None
+    return FeatureExtractor(network, weights)
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """Gram matrix (N,C,H,W) -> (N,C,C), normalised by C*H*W (the paper's K_p).
+
+    Always computed in float32 with autocast disabled: the sum over H*W overflows float16 for
+    realistic activations.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"expected features of shape (N,C,H,W), got {tuple(features.shape)}")
+    n, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.float().reshape(n, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def total_variation(image: Tensor, hole_mask: Tensor) -> Tensor:
+    """The paper's TV loss: L1 of neighbour differences whose both pixels lie in P.
+
+    P is the hole region dilated by one pixel (3x3). The sum is divided by the number of elements of
+    ``image`` (N*C*H*W), as in Eq. 6.
+
+    Args:
+        image: (N,C,H,W), normally the composite.
+        hole_mask: (N,1,H,W) or (N,C,H,W), 1 = hole.
+    """
+    if image.ndim != 4 or hole_mask.ndim != 4:
+        raise ValueError(
+            f"expected image and hole_mask of shape (N,C,H,W), got {tuple(image.shape)} and "
+            f"{tuple(hole_mask.shape)}"
+        )
+    region = F.max_pool2d(hole_mask.to(image.dtype), kernel_size=3, stride=1, padding=1)
+    pairs_x = region[..., :, 1:] * region[..., :, :-1]
+    pairs_y = region[..., 1:, :] * region[..., :-1, :]
+    diff_x = (image[..., :, 1:] - image[..., :, :-1]).abs()
+    diff_y = (image[..., 1:, :] - image[..., :-1, :]).abs()
+    return ((diff_x * pairs_x).sum() + (diff_y * pairs_y).sum()) / image.numel()
+
+
+def _l1_sum(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    return sum(F.l1_loss(x, y) for x, y in zip(xs, ys, strict=True))
+
+
+class InpaintingLoss(nn.Module):
+    """The paper's loss terms, unweighted (combine them with ``weighted_total``).
+
+    Args:
+        feature_extractor: network for the perceptual and style terms; None drops those terms.
+    """
+
+    def __init__(self, feature_extractor: FeatureExtractor | None) -> None:
+        super().__init__()
+        self.feature_extractor = feature_extractor
+
+    def forward(self, image_gt: Tensor, valid_mask: Tensor, output: Tensor) -> dict[str, Tensor]:
+        """Compute the terms.
+
+        Args:
+            image_gt: (N,3,H,W) ground truth in [0,1].
+            valid_mask: (N,1,H,W) or (N,3,H,W), 1 = valid pixel, 0 = hole.
+            output: (N,3,H,W) raw network output.
+
+        Returns:
+            Scalars ``valid``, ``hole``, ``tv`` and, with a feature extractor, ``perceptual`` and ``style``
+            (``style`` = style_out + style_comp).
+        """
+        if image_gt.ndim != 4 or image_gt.shape[1] != 3:
+            raise ValueError(f"expected image_gt of shape (N,3,H,W), got {tuple(image_gt.shape)}")
+        if output.shape != image_gt.shape:
+            raise ValueError(
+                f"output shape {tuple(output.shape)} does not match image_gt shape {tuple(image_gt.shape)}"
+            )
+        n, _, h, w = image_gt.shape
+        if (
+            valid_mask.ndim != 4
+            or valid_mask.shape[0] != n
+            or valid_mask.shape[1] not in (1, 3)
+            or valid_mask.shape[2:] != (h, w)
+        ):
+            raise ValueError(
+                f"expected valid_mask of shape ({n},1,{h},{w}) or ({n},3,{h},{w}), "
+                f"got {tuple(valid_mask.shape)}"
+            )
+        valid_mask = valid_mask.to(output.dtype)
+        hole_mask = 1 - valid_mask
+        # Broadcasting a 1-channel mask keeps the mean over all N*3*H*W elements, as in the paper.
+        terms = {
+            "valid": (valid_mask * (output - image_gt)).abs().mean(),
+            "hole": (hole_mask * (output - image_gt)).abs().mean(),
+        }
+        composite = valid_mask * image_gt + hole_mask * output
+
+        if self.feature_extractor is not None:
+            with torch.no_grad():
+                feats_gt = self.feature_extractor(image_gt)
+            # One pass for output and composite: half the kernel launches of two calls.
+            feats_both = self.feature_extractor(torch.cat([output, composite], dim=0))
+            feats_out = [f[:n] for f in feats_both]
+            feats_comp = [f[n:] for f in feats_both]
+            terms["perceptual"] = _l1_sum(feats_out, feats_gt) + _l1_sum(feats_comp, feats_gt)
+            grams_gt = [gram_matrix(f) for f in feats_gt]
+            # Mean over the C x C entries of the gram difference is the paper's 1/C_p^2 factor.
+            terms["style"] = _l1_sum([gram_matrix(f) for f in feats_out], grams_gt) + _l1_sum(
+                [gram_matrix(f) for f in feats_comp], grams_gt
+            )
+
+        terms["tv"] = total_variation(composite, hole_mask)
+        return terms
+
+
+def weighted_total(terms: dict[str, Tensor], weights: LossWeights | None = None) -> Tensor:
+    """Sum of ``weight * term`` over the terms present (terms absent from ``terms`` contribute nothing).
+
+    ``weights=None`` means the paper's defaults, ``LossWeights()``.
+
+    Raises:
+        ValueError: ``terms`` is empty or has a name that is not a field of ``LossWeights``.
+    """
+    names = {f.name for f in dataclasses.fields(LossWeights)}
+    unknown = sorted(set(terms) - names)
+    if unknown:
+        raise ValueError(f"unknown loss terms {unknown}; expected a subset of {sorted(names)}")
+    if not terms:
+        raise ValueError("terms is empty; expected at least one loss term")
+    weights = LossWeights() if weights is None else weights
+    return sum(getattr(weights, name) * value for name, value in terms.items())

@@ -1,0 +1,217 @@
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+
+from pconv_hf.losses import (
+    FeatureExtractor,
+    InpaintingLoss,
+    LossWeights,
+    expected_checkpoint_path,
+    gram_matrix,
+    make_feature_extractor,
+    total_variation,
+    weighted_total,
+)
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    return FeatureExtractor("vgg16", weights="random")
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 3, 32, 32, generator=g)
+    valid_mask = torch.ones(2, 1, 32, 32)
+    valid_mask[:, :, 8:20, 10:24] = 0
+    output = torch.rand(2, 3, 32, 32, generator=g)
+    return gt, valid_mask, output
+
+
+def test_loss_weights_are_papers_defaults() -> None:
+    assert LossWeights() == LossWeights(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LossWeights().hole = 1.0  # type: ignore[misc]
+
+
+def test_valid_zero_when_valid_pixels_match_hole_positive(batch) -> None:
+    gt, valid_mask, output = batch
+    out = valid_mask * gt + (1 - valid_mask) * output  # differs from gt only in holes
+    terms = InpaintingLoss(None)(gt, valid_mask, out)
+    assert terms["valid"].item() == 0.0
+    assert terms["hole"].item() > 0.01
+
+
+def test_hole_zero_when_hole_pixels_match_valid_positive(batch) -> None:
+    gt, valid_mask, output = batch
+    out = valid_mask * output + (1 - valid_mask) * gt  # differs from gt only in valid pixels
+    terms = InpaintingLoss(None)(gt, valid_mask, out)
+    assert terms["hole"].item() == 0.0
+    assert terms["valid"].item() > 0.01
+
+
+def test_valid_and_hole_by_hand() -> None:
+    gt = torch.zeros(1, 3, 2, 2)
+    output = torch.zeros(1, 3, 2, 2)
+    output[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0])  # a valid pixel
+    output[0, 0, 1, 1] = -4.0  # a hole pixel, one channel
+    valid_mask = torch.ones(1, 1, 2, 2)
+    valid_mask[0, 0, 1, 1] = 0
+    terms = InpaintingLoss(None)(gt, valid_mask, output)
+    # Means over all N*C*H*W = 12 elements.
+    assert terms["valid"].item() == pytest.approx(6.0 / 12)
+    assert terms["hole"].item() == pytest.approx(4.0 / 12)
+
+
+def test_three_channel_mask_matches_one_channel(batch) -> None:
+    gt, valid_mask, output = batch
+    loss = InpaintingLoss(None)
+    one = loss(gt, valid_mask, output)
+    three = loss(gt, valid_mask.expand(-1, 3, -1, -1), output)
+    for name in one:
+        torch.testing.assert_close(one[name], three[name])
+
+
+def test_no_feature_terms_without_extractor(batch) -> None:
+    terms = InpaintingLoss(None)(*batch)
+    assert set(terms) == {"valid", "hole", "tv"}
+    assert make_feature_extractor("none") is None
+
+
+def test_all_terms_zero_when_output_equals_gt(batch, extractor) -> None:
+    gt, valid_mask, _ = batch
+    terms = InpaintingLoss(extractor)(gt, valid_mask, gt.clone())
+    assert set(terms) == {"valid", "hole", "perceptual", "style", "tv"}
+    for name in ("valid", "hole", "perceptual", "style"):
+        assert terms[name].item() == 0.0, name
+
+
+def test_feature_terms_positive_when_output_differs(batch, extractor) -> None:
+    terms = InpaintingLoss(extractor)(*batch)
+    assert terms["perceptual"].item() > 0
+    assert terms["style"].item() > 0
+    assert terms["tv"].item() > 0
+    assert all(t.ndim == 0 for t in terms.values())
+
+
+def test_tv_zero_for_constant_composite_positive_for_noise() -> None:
+    hole_mask = torch.zeros(1, 1, 16, 16)
+    hole_mask[..., 4:10, 4:10] = 1
+    assert total_variation(torch.full((1, 3, 16, 16), 0.3), hole_mask).item() == 0.0
+    assert total_variation(torch.rand(1, 3, 16, 16), hole_mask).item() > 0
+
+
+def test_tv_restricted_to_dilated_hole_by_hand() -> None:
+    image = torch.zeros(1, 1, 6, 6)
+    image[..., 0, 5] = 1.0  # far from the hole: outside P, must not count
+    image[..., 2, 3] = 1.0  # just right of the hole: inside the 1-pixel dilation
+    hole_mask = torch.zeros(1, 1, 6, 6)
+    hole_mask[..., 2, 2] = 1
+    # P is the 3x3 block rows 1-3, cols 1-3. Pixel (2,3) differs from its P-neighbours (2,2), (1,3), (3,3);
+    # its neighbour (2,4) is outside P. So 3 unit differences over 36 elements.
+    assert total_variation(image, hole_mask).item() == pytest.approx(3 / 36)
+
+
+def test_gram_matrix_by_hand() -> None:
+    features = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 2, 1, 2)  # C=2, H=1, W=2
+    expected = torch.tensor([[1 + 4, 3 + 8], [3 + 8, 9 + 16]]) / (2 * 1 * 2)
+    torch.testing.assert_close(gram_matrix(features), expected.view(1, 2, 2))
+
+
+def test_gram_matrix_stable_for_half_input() -> None:
+    features = torch.full((1, 4, 64, 64), 300.0).half()  # 300^2 * 4096 overflows float16 (max 65504)
+    assert (features.float() ** 2).sum(-1).sum(-1).max() > torch.finfo(torch.float16).max
+    gram = gram_matrix(features)
+    assert gram.dtype == torch.float32
+    assert torch.isfinite(gram).all()
+    torch.testing.assert_close(gram, torch.full((1, 4, 4), 300.0**2 / 4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gram_matrix(features).dtype == torch.float32
+
+
+def test_gradients_reach_output_only(batch, extractor) -> None:
+    gt, valid_mask, output = batch
+    output = output.clone().requires_grad_(True)
+    terms = InpaintingLoss(extractor)(gt, valid_mask, output)
+    weighted_total(terms).backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in extractor.parameters())
+
+
+def test_weighted_total_uses_paper_defaults() -> None:
+    terms = {n: torch.tensor(1.0) for n in ("valid", "hole", "perceptual", "style", "tv")}
+    assert weighted_total(terms).item() == pytest.approx(1 + 6 + 0.05 + 120 + 0.1)
+    assert weighted_total({"hole": torch.tensor(2.0), "tv": torch.tensor(1.0)}).item() == pytest.approx(12.1)
+    custom = LossWeights(hole=1.0)
+    assert weighted_total({"hole": torch.tensor(2.0)}, custom).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="bogus"):
+        weighted_total({"bogus": torch.tensor(1.0)})
+
+
+def test_shape_validation(batch) -> None:
+    gt, valid_mask, output = batch
+    loss = InpaintingLoss(None)
+    with pytest.raises(ValueError, match=r"\(2, 3, 16, 16\)"):
+        loss(gt, valid_mask, output[..., :16, :16])
+    with pytest.raises(ValueError, match="valid_mask"):
+        loss(gt, valid_mask[:, :, :16], output)
+
+
+def test_extractor_frozen_stays_eval_and_is_small(extractor) -> None:
+    parent = torch.nn.Sequential(extractor)
+    parent.train()
+    assert not extractor.training
+    assert all(not m.training for m in extractor.modules())
+    assert not any(isinstance(m, torch.nn.Linear) for m in extractor.modules())  # no classifier
+    assert "RANDOMLY INITIALISED" in repr(extractor)
+    assert set(extractor.state_dict()) == {k for k in extractor.state_dict() if k.startswith("features.")}
+
+
+def test_extractor_output_shapes_and_reproducible_random_weights(extractor) -> None:
+    feats = extractor(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 64, 32, 32), (1, 128, 16, 16), (1, 256, 8, 8)]
+    again = FeatureExtractor("vgg16", weights="random")
+    for a, b in zip(extractor.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    alex = FeatureExtractor("alexnet", weights="random")
+    assert [f.shape[1] for f in alex(torch.rand(1, 3, 64, 64))] == [64, 192, 384]
+
+
+def test_bad_network_or_weights_raise() -> None:
+    with pytest.raises(ValueError, match="resnet"):
+        FeatureExtractor("resnet", weights="random")
+    with pytest.raises(ValueError, match="places365"):
+        FeatureExtractor("vgg16", weights="places365")
+
+
+def test_missing_imagenet_weights_name_the_path(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert expected_checkpoint_path("vgg16") == path
+    with pytest.raises(FileNotFoundError) as info:
+        FeatureExtractor("vgg16", weights="imagenet")
+    message = str(info.value)
+    assert str(path) in message
+    assert "--perceptual_network none" in message and "weights='random'" in message
+    assert not path.exists()  # nothing was downloaded
+
+
+@pytest.mark.parametrize("network", ["vgg16", "alexnet"])
+def test_imagenet_weights_load_from_local_cache(tmp_path, monkeypatch, network) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(1)
+    state = getattr(torchvision.models, network)().state_dict()  # full torchvision model incl. classifier
+    path = expected_checkpoint_path(network)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+
+    extractor = FeatureExtractor(network, weights="imagenet")
+    own = extractor.state_dict()
+    assert own  # something was loaded
+    for key, value in own.items():
+        assert torch.equal(value, state[key]), key
+    assert "RANDOM" not in repr(extractor)
+    assert not any(p.requires_grad for p in extractor.parameters())
