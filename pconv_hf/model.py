@@ -102,14 +102,18 @@ class DecoderBlock(nn.Module):
         skip: torch.Tensor,
         skip_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = F.interpolate(x, scale_factor=2, mode=self.upsampling_mode)
         if mask is None:
+            x = F.interpolate(x, scale_factor=2, mode=self.upsampling_mode)
             x = self.conv(torch.cat((x, skip), dim=1))
         else:
             # Masks stay single-channel: mask the two parts separately and count valid channels per pixel,
-            # instead of materialising a (N, C_in, H, W) mask for the concatenation.
+            # instead of materialising a (N, C_in, H, W) mask for the concatenation. Masking before the
+            # upsampling touches a quarter of the pixels and keeps interpolation from blending in hole values.
+            masked_x = F.interpolate(x * mask, scale_factor=2, mode=self.upsampling_mode)
             mask = F.interpolate(mask, scale_factor=2, mode="nearest")
-            masked = torch.cat((x * mask, skip * skip_mask), dim=1)
+            if self.upsampling_mode != "nearest":  # smooth modes spread values into upsampled holes
+                masked_x = masked_x * mask
+            masked = torch.cat((masked_x, skip * skip_mask), dim=1)
             valid_channels = mask * self.in_channels + valid_channel_count(skip_mask, skip.shape[1])
             x, mask = self.conv.forward_masked(masked, valid_channels)
         return self.activation(self.norm(x)), mask

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up .venv with everything pconv_hf needs (package, training, app, tests). Safe to run again: it only
+# reinstalls when requirements.txt or pyproject.toml changed. Usage: bash scripts/setup.sh [--browser]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+stamp=.venv/.pconv_hf-installed
+wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "== installing requirements (PyTorch is large: a few minutes the first time)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r requirements.txt
+    echo "$wanted" > "$stamp"
+fi
+
+# The browser test drives Debian's chromium; install it when missing (needs root or sudo).
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
