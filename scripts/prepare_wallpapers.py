@@ -19,7 +19,7 @@ from PIL import Image
 
 # (Debian package, path inside it) of every photograph in the four packages, picked by eye.
 PHOTOS = [
-    ("ukui-wallpapers", "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"),
+    ("lomiri-wallpapers-20.04", "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"),
     *[
         ("mate-backgrounds", f"usr/share/backgrounds/mate/nature/{name}.jpg")
         for name in (
