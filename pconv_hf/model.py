@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import PartialConv2d, valid_channel_count
 
@@ -197,6 +198,11 @@ class PConvUNet(
         )
 
     @property
+    def config(self) -> dict[str, Any]:
+        """The constructor keyword arguments (what ``config.json`` holds); ``PConvUNet(**model.config)``."""
+        return dict(self._hub_mixin_config)
+
+    @property
     def size_multiple(self) -> int:
         """H and W of the input must be multiples of this."""
         return 2**self.layer_size
@@ -269,7 +275,7 @@ class PConvUNet(
         """
         self._encoder_bn_frozen = frozen
         for module in self.encoder.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, _BatchNorm):  # SyncBatchNorm too, after convert_sync_batchnorm
                 module.requires_grad_(not frozen)
         return self.train(self.training)
 
@@ -277,7 +283,7 @@ class PConvUNet(
         super().train(mode)
         if self._encoder_bn_frozen:
             for module in self.encoder.modules():
-                if isinstance(module, nn.BatchNorm2d):
+                if isinstance(module, _BatchNorm):
                     module.eval()
         return self
 

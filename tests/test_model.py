@@ -224,3 +224,28 @@ def test_hub_id_loads_from_the_local_cache(tiny_model, tmp_path):
     loaded = PConvUNet.from_pretrained("user/pconv", cache_dir=tmp_path)
     image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.4).float()
     assert torch.equal(loaded(image, mask), tiny_model(image, mask))
+
+
+def test_config_property_rebuilds_the_model(tiny_model):
+    twin = PConvUNet(**tiny_model.config)
+    assert twin.config == tiny_model.config
+    assert [p.shape for p in twin.parameters()] == [p.shape for p in tiny_model.parameters()]
+
+
+def test_encoder_bn_freeze_covers_sync_batchnorm(tiny_model):
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(tiny_model)
+    model.freeze_encoder_bn()
+    model.train()
+    encoder_bn = [m for m in model.encoder.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert encoder_bn and not any(m.training or m.weight.requires_grad for m in encoder_bn)
+
+
+@pytest.mark.parametrize("upsampling_mode", ["bilinear", "bicubic"])
+def test_smooth_upsampling_modes_ignore_hole_content(upsampling_mode):
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=4, base_channels=4, sample_size=32, upsampling_mode=upsampling_mode).eval()
+    image, mask = torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32)
+    mask[..., 4:20, 8:24] = 0
+    other = image.clone()
+    other[..., 4:20, 8:24] = 1.0
+    torch.testing.assert_close(model(image, mask), model(other, mask))

@@ -1,0 +1,164 @@
+"""Evaluate a PConvUNet against baselines with the paper's protocol (Liu et al. 2018, Table 1).
+
+    python evaluate.py --model OUT --data DIR_OR_HUB_ID [--baselines telea,ns,unet:DIR] [--output_dir DIR]
+
+Images: the first --num_images usable images of --data, center-cropped and resized to --resolution. Masks:
+fixed irregular masks per hole-ratio bucket (0.01-0.1 ... 0.5-0.6), generated from --seed (or read from a
+frozen folder with --masks), in two settings as in the paper: holes anywhere (border margin 0) and no holes
+within --border_margin pixels of the border. Every image is evaluated with one mask of every bucket. L1 / PSNR
+/ SSIM are computed on the composite by ``pconv_hf.metrics.evaluate``, the function the training script uses
+for validation. Writes results.csv, results.json and comparison.png (masked input | each method | ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pconv_hf import PConvUNet, default_device
+from pconv_hf.data import eval_samples, load_eval_images
+from pconv_hf.masks import MaskFolder, bucket_index, fixed_masks, hole_ratio, save_mask_folder
+from pconv_hf.metrics import format_table, navier_stokes, telea
+from pconv_hf.training import grid_samples, image_grid, masked_input, validate
+
+BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="Saved PConvUNet folder or Hub id.")
+    parser.add_argument("--data", required=True, help="Folder of images (sorted), datasets folder or Hub dataset id.")
+    parser.add_argument("--split", default="validation", help="Split of a Hub / datasets source (ignored for "
+                        "plain image folders).")
+    parser.add_argument("--dataset_config", default=None, help="Dataset configuration name (Hub datasets).")
+    parser.add_argument("--image_column", default=None, help="Image column (auto-detected when omitted).")
+    parser.add_argument("--baselines", default="telea,ns", help="Comma-separated: telea, ns (OpenCV Navier-Stokes), "
+                        "unet:DIR (another saved model, e.g. the plain-convolution baseline); '' for none.")
+    parser.add_argument("--resolution", type=int, default=None, help="Evaluation size (default: the model's "
+                        "sample_size, 256 for the paper's 256 px model).")
+    parser.add_argument("--num_images", type=int, default=100, help="Images to evaluate.")
+    parser.add_argument("--masks_per_bucket", type=int, default=None, help="Distinct masks per bucket (default: "
+                        "--num_images, so every image gets its own mask); image i uses mask i %% K.")
+    parser.add_argument("--border_margin", type=int, default=None, help="Only this setting (pixels without "
+                        "holes at the border; 0 = holes anywhere). Default: both 0 and resolution // 16.")
+    parser.add_argument("--masks", default=None, help="Frozen mask folder (white = hole) instead of generating; "
+                        "files are binned by their measured hole ratio.")
+    parser.add_argument("--save_masks", default=None, help="Write the generated masks here (one subfolder per "
+                        "border setting) to freeze them for later runs with --masks.")
+    parser.add_argument("--output_dir", default="eval_results", help="Where results.csv/json and the grid go.")
+    parser.add_argument("--seed", type=int, default=0, help="Mask seed (0 = the training validation masks).")
+    parser.add_argument("--batch_size", type=int, default=16, help="Images per forward pass.")
+    parser.add_argument("--num_grid_images", type=int, default=4, help="Rows of comparison.png.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+    return parser.parse_args(argv)
+
+
+def load_methods(args: argparse.Namespace, device: torch.device) -> dict:
+    """Display name -> model_fn: the model first, then the baselines in the order given."""
+    model = PConvUNet.from_pretrained(args.model, map_location=device)
+    methods = {f"PConv ({Path(str(args.model)).name})": model}
+    for spec in filter(None, (s.strip() for s in args.baselines.split(","))):
+        if spec in BASELINES:
+            name, function = BASELINES[spec]
+            methods[name] = function
+        elif spec.startswith("unet:"):
+            other = PConvUNet.from_pretrained(spec.removeprefix("unet:"), map_location=device)
+            kind = "Conv" if other.conv_type == "plain" else "PConv"
+            methods[f"{kind} U-Net ({Path(spec.removeprefix('unet:')).name})"] = other
+        else:
+            raise SystemExit(f"error: unknown baseline {spec!r}; use telea, ns or unet:DIR")
+    return methods
+
+
+def mask_settings(args: argparse.Namespace, resolution: int, count: int) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """Setting name -> (bucket index, valid mask) pairs."""
+    if args.masks:
+        folder = MaskFolder(args.masks, size=(resolution, resolution))
+        loaded = []
+        for valid_mask in (folder[i] for i in range(len(folder))):
+            index = bucket_index(hole_ratio(valid_mask))
+            if index is not None:
+                loaded.append((index, valid_mask))
+        if not loaded:
+            raise SystemExit(f"error: no mask in {args.masks} has a hole ratio inside the paper's buckets")
+        return {f"masks from {args.masks}": loaded}
+    margins = [args.border_margin] if args.border_margin is not None else [0, resolution // 16]
+    settings = {}
+    for margin in margins:
+        masks = fixed_masks(count, resolution, resolution, args.seed, border_margin=margin)
+        if args.save_masks:
+            save_mask_folder(masks, Path(args.save_masks) / f"border-{margin}")
+        settings[f"border margin {margin} px" + (" (holes anywhere)" if margin == 0 else "")] = masks
+    return settings
+
+
+def comparison_grid(methods: dict, samples: list, device: torch.device):
+    """Rows: masked input | composite of each method | ground truth."""
+    images = torch.stack([image for image, _ in samples]).to(device)
+    valid_masks = torch.stack([mask for _, mask in samples]).to(device)
+    columns = [masked_input(images, valid_masks)]
+    for model_fn in methods.values():
+        with torch.inference_mode():
+            if isinstance(model_fn, torch.nn.Module):
+                model_fn.eval()
+            output = model_fn(images * valid_masks, valid_masks).float().clamp(0, 1)
+        columns.append(valid_masks * images + (1 - valid_masks) * output)
+    columns.append(images)
+    return image_grid([[column[i] for column in columns] for i in range(len(samples))])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device) if args.device else default_device()
+    methods = load_methods(args, device)
+    resolution = args.resolution or next(iter(methods.values())).sample_size
+    for name, method in methods.items():
+        if isinstance(method, PConvUNet) and resolution % method.size_multiple:
+            raise SystemExit(f"error: --resolution {resolution} is not a multiple of {method.size_multiple} ({name})")
+
+    images, ids = load_eval_images(args.data, args.num_images, resolution, split=args.split,
+                                   config=args.dataset_config, image_column=args.image_column)
+    settings = mask_settings(args, resolution, args.masks_per_bucket or len(images))
+    print(f"{len(images)} images from {args.data} at {resolution} px; {len(methods)} methods; "
+          f"settings: {', '.join(settings)}", file=sys.stderr)
+
+    results: dict[str, dict[str, dict]] = {}
+    for setting, masks in settings.items():
+        samples = eval_samples(images, masks)
+        results[setting] = {}
+        for name, method in methods.items():
+            print(f"[{setting}] {name}", file=sys.stderr)
+            results[setting][name] = validate(method, samples, device=device, batch_size=args.batch_size,
+                                              progress=True)
+        print(f"\n### {setting}\n\n{format_table(results[setting])}\n")
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "results.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["setting", "method", "bucket", "count", "l1", "psnr", "ssim"])
+        for setting, by_method in results.items():
+            for name, by_bucket in by_method.items():
+                for bucket, row in by_bucket.items():
+                    writer.writerow([setting, name, bucket, row["count"], row["l1"], row["psnr"], row["ssim"]])
+    meta = {"model": str(args.model), "data": str(args.data), "resolution": resolution, "seed": args.seed,
+            "images": ids}
+    (output_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    first_samples = eval_samples(images, next(iter(settings.values())))
+    grid = comparison_grid(methods, grid_samples(first_samples, len(images), args.num_grid_images), device)
+    grid.save(output_dir / "comparison.png")
+    print(f"wrote {output_dir / 'results.csv'}, results.json and comparison.png "
+          f"(columns: masked input | {' | '.join(methods)} | ground truth)", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,508 @@
+"""Image streams for training and evaluation: sources (local folders, ``save_to_disk`` folders, Hub datasets),
+robust decoding, the training transforms and the (image, valid mask) pairs.
+
+Every source becomes a ``datasets.IterableDataset`` whose ``image`` column holds undecoded
+``{"bytes", "path"}`` dicts (``datasets.Image(decode=False)``); pconv_hf decodes with PIL itself so that a
+corrupt, truncated or tiny file is skipped and counted instead of crashing a long run.
+
+Randomness: the crop, flip and mask of a training sample come from
+``np.random.default_rng([seed, epoch, rank, position])``, where ``position`` is the sample's index in this
+rank's (shuffled) stream of the epoch. Nothing reads global random state, so a resumed run reproduces the
+crops and masks of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets.distributed import split_dataset_by_node
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .masks import HOLE_RATIO_BUCKETS, IMAGE_SUFFIXES, MaskFolder, mask_in_bucket
+
+SKIP_REASONS = ("unreadable", "truncated", "too_small", "too_large")
+"""Why an image is skipped: not an image / cannot be decoded, cut short, shorter side below the minimum,
+more pixels than PIL's decompression-bomb limit."""
+
+DEFAULT_MIN_SIDE = 64
+IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
+_MAX_LOCAL_SHARDS = 5040  # divisible by 1-10, 12, 14, 16: whole shards per rank for common world sizes
+_CROP_AREA_RANGE = (0.25, 1.0)
+
+MaskSource = Callable[[np.random.Generator], np.ndarray]
+
+
+class BadImageError(ValueError):
+    """An image that cannot be used for training; ``reason`` is one of ``SKIP_REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: 16/32-bit grey is rescaled (not clipped), transparency is
+    composited on white, CMYK / palette / grey / bilevel go through PIL's converters."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit files decode as "I;16" or "I"; 8-bit data stored in a 32-bit container keeps its range.
+        scale = 65535.0 if values.max(initial=0) > 255 or image.mode != "I" else 255.0
+        gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
+        gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(
+    source: dict | str | os.PathLike | bytes | Image.Image,
+    min_side: int = DEFAULT_MIN_SIDE,
+    draft_side: int | None = None,
+) -> Image.Image:
+    """Decode an image fully (so truncation is detected now) into an upright RGB PIL image.
+
+    Args:
+        source: a ``{"bytes", "path"}`` dict (``datasets.Image(decode=False)``), a path, raw bytes or a PIL image.
+        min_side: images whose shorter side (before any draft reduction) is below this are rejected.
+        draft_side: let JPEG decoding downscale by 2, 4 or 8 while the shorter side stays >= this (much
+            faster for large photos); None decodes at full size.
+
+    Raises:
+        BadImageError: with ``reason`` in ``SKIP_REASONS``.
+    """
+    if isinstance(source, dict):
+        data, path = source.get("bytes"), source.get("path")
+        source = data if data is not None else path
+    try:
+        if isinstance(source, Image.Image):
+            source.load()
+            original_short = min(source.size)
+            image = to_rgb(source)
+        else:
+            file = io.BytesIO(source) if isinstance(source, bytes) else source
+            if file is None:
+                raise BadImageError("unreadable", "example has neither image bytes nor a path")
+            with warnings.catch_warnings():
+                # A decompression-bomb *warning* (between 1x and 2x the limit) is fine for training data.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as opened:
+                    original_short = min(opened.size)
+                    if draft_side is not None and opened.format == "JPEG" and original_short > draft_side:
+                        scale = original_short / draft_side
+                        opened.draft("RGB", (math.ceil(opened.width / scale), math.ceil(opened.height / scale)))
+                    opened.load()  # decodes everything now, so truncation raises here
+                    image = to_rgb(ImageOps.exif_transpose(opened))
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise BadImageError("too_large", str(error)) from error
+    except UnidentifiedImageError as error:
+        raise BadImageError("unreadable", str(error)) from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        reason = "truncated" if "truncated" in str(error) or isinstance(error, EOFError) else "unreadable"
+        raise BadImageError(reason, str(error)) from error
+    if original_short < min_side:
+        raise BadImageError("too_small", f"image is {image.width}x{image.height}, shorter side below {min_side}")
+    return image
+
+
+def example_id(example: dict[str, Any]) -> str:
+    """A stable identifier of a stream example: its file path, its webdataset key, else a hash of its bytes."""
+    image = example.get("image")
+    if isinstance(image, dict) and image.get("path"):
+        return str(image["path"])
+    if example.get("__key__"):
+        return str(example["__key__"])
+    if isinstance(image, dict) and image.get("bytes") is not None:
+        return "sha1:" + hashlib.sha1(image["bytes"]).hexdigest()[:16]
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transforms
+
+
+def random_resized_crop(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
+    """The training crop: a random square covering 25-100 % of the area of the short-side square (its side
+    is 50-100 % of the short side), resized to ``resolution`` and flipped horizontally half the time.
+
+    This equals "resize the short side to anything in [resolution, 2 x resolution], crop a square of 25-100 %
+    of that area, resize to ``resolution``" done in one resampling step (Lanczos with ``reducing_gap``)
+    straight from the original pixels: the resized size cancels out. Images smaller than ``resolution``
+    are upscaled.
+    """
+    width, height = image.size
+    short = min(width, height)
+    crop = short * math.sqrt(rng.uniform(*_CROP_AREA_RANGE))
+    left = rng.uniform(0, width - crop)
+    top = rng.uniform(0, height - crop)
+    flip = rng.random() < 0.5
+    out = image.resize(
+        (resolution, resolution),
+        Image.Resampling.LANCZOS,
+        box=(left, top, left + crop, top + crop),
+        reducing_gap=3.0,
+    )
+    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out
+
+
+def center_crop_resize(image: Image.Image, resolution: int) -> Image.Image:
+    """The evaluation transform: the central square, resized to ``resolution``."""
+    width, height = image.size
+    short = min(width, height)
+    left, top = (width - short) / 2, (height - short) / 2
+    return image.resize(
+        (resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + short, top + short)
+    )
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+
+
+class BucketMaskGenerator:
+    """Irregular training masks with the hole ratio spread evenly over the paper's buckets (0.01 to 0.6]."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        bucket = int(rng.integers(len(HOLE_RATIO_BUCKETS)))
+        return mask_in_bucket(self.resolution, self.resolution, rng, bucket)
+
+
+def make_mask_source(spec: str, resolution: int) -> MaskSource:
+    """``"generated"`` -> ``BucketMaskGenerator``; a folder path -> ``MaskFolder`` (random file, flip, transpose)."""
+    if spec == "generated":
+        return BucketMaskGenerator(resolution)
+    if not Path(spec).is_dir():
+        raise ValueError(f"--mask_source must be 'generated' or a folder of mask images, got {spec!r}")
+    return MaskFolder(spec, size=(resolution, resolution))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sources
+
+
+def _image_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _is_saved_dataset(directory: Path) -> bool:
+    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
+
+
+def detect_image_column(features: datasets.Features | None, example: dict[str, Any] | None = None) -> str:
+    """The first column of ``datasets.Image`` type, else the first of "image", "img", "jpg", ... present."""
+    if features:
+        for name, feature in features.items():
+            if isinstance(feature, datasets.Image):
+                return name
+        names = list(features)
+    else:
+        names = list(example or {})
+        for name, value in (example or {}).items():
+            if isinstance(value, Image.Image) or (isinstance(value, dict) and "bytes" in value):
+                return name
+    for candidate in IMAGE_COLUMN_NAMES:
+        if candidate in names:
+            return candidate
+    raise ValueError(f"cannot find an image column among {names}; pass --image_column")
+
+
+def load_examples(
+    source: str | os.PathLike,
+    *,
+    split: str = "train",
+    config: str | None = None,
+    image_column: str | None = None,
+) -> datasets.IterableDataset:
+    """An unshuffled stream with an undecoded ``image`` column (plus ``__key__`` when the source has one).
+
+    ``source`` is a folder of images (searched recursively, sorted paths), a ``Dataset.save_to_disk`` folder,
+    another local folder ``datasets.load_dataset`` understands (parquet, arrow, ...), or a Hub dataset id.
+    """
+    path = Path(source)
+    if path.is_dir() and not _is_saved_dataset(path) and (files := _image_files(path)):
+        paths = [str(f) for f in files]
+        table = datasets.Dataset.from_dict(
+            {"image": paths}, features=datasets.Features({"image": datasets.Image(decode=False)})
+        )
+        return table.to_iterable_dataset(num_shards=min(len(paths), _MAX_LOCAL_SHARDS))
+
+    if path.is_dir() and _is_saved_dataset(path):
+        saved = datasets.load_from_disk(str(path))
+        if isinstance(saved, datasets.DatasetDict):
+            if split not in saved:
+                raise ValueError(f"split {split!r} not in {str(path)!r}; available: {list(saved)}")
+            saved = saved[split]
+        stream = saved.to_iterable_dataset(num_shards=min(len(saved), _MAX_LOCAL_SHARDS) or 1)
+    else:
+        try:
+            stream = datasets.load_dataset(str(source), config, split=split, streaming=True)
+        except FileNotFoundError as error:
+            raise ValueError(
+                f"{str(source)!r} is neither a folder of images nor a dataset datasets can load "
+                f"(a local folder or a Hub id; offline, Hub ids only work from the local cache): {error}"
+            ) from error
+
+    features = stream.features
+    example = None if features else next(iter(stream))
+    column = image_column or detect_image_column(features, example)
+    names = list(features) if features else list(example)
+    if column not in names:
+        raise ValueError(f"image column {column!r} not in the dataset's columns {names}")
+    keep = [column] + (["__key__"] if "__key__" in names else [])
+    stream = stream.select_columns(keep)
+    if column != "image":
+        stream = stream.rename_column(column, "image")
+    return stream.cast_column("image", datasets.Image(decode=False))
+
+
+def rank_stream(
+    examples: datasets.IterableDataset, *, seed: int, shuffle_buffer_size: int, rank: int, world_size: int
+) -> datasets.IterableDataset:
+    """Shuffle (shard order and a buffer, reseeded by ``set_epoch``) and keep this rank's part.
+
+    The shuffle seed is the same on every rank, so the ranks split one shuffled order into disjoint parts.
+    """
+    if shuffle_buffer_size > 1:
+        examples = examples.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    if world_size > 1:
+        # Whole shards per rank when num_shards % world_size == 0, else every rank keeps 1 example in world_size.
+        examples = split_dataset_by_node(examples, rank=rank, world_size=world_size)
+    return examples
+
+
+def iter_examples(examples: datasets.IterableDataset) -> Iterator[dict[str, Any]]:
+    """Rows one by one. ``IterableDataset.iter`` does not split shards among DataLoader workers (plain
+    iteration would), so every worker sees the whole rank stream and ``TrainingStream`` splits it."""
+    for batch in examples.iter(batch_size=1):
+        yield {name: values[0] for name, values in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training stream
+
+
+class TrainingStream(torch.utils.data.IterableDataset):
+    """Endless batches of ``{"image", "valid_mask", "ids", "state"}`` for one rank, epoch after epoch.
+
+    Batching happens here (use ``DataLoader(stream, batch_size=None)``). With W DataLoader workers, worker l
+    decodes the examples at positions ``p % W == l`` of the rank stream and yields whole batches; the
+    DataLoader takes them round robin, so the order is deterministic. Each batch carries a ``state`` dict
+    (worker, epoch, next position, newly skipped images) from which ``resume_state`` rebuilds an exact
+    restart: the consumed examples are skipped without decoding and the workers' turns are rotated so that
+    the next batch comes from the worker whose turn it was.
+
+    Args:
+        examples: this rank's stream (``rank_stream``); ``set_epoch`` is called on it every pass.
+        resolution: output side in pixels.
+        batch_size: images per batch.
+        mask_source: ``rng -> valid mask (H, W)``.
+        seed, rank: mixed into every sample's random generator.
+        min_side: images with a shorter side are skipped.
+    """
+
+    def __init__(
+        self,
+        examples: datasets.IterableDataset,
+        *,
+        resolution: int,
+        batch_size: int,
+        mask_source: MaskSource,
+        seed: int,
+        rank: int = 0,
+        min_side: int = DEFAULT_MIN_SIDE,
+    ) -> None:
+        super().__init__()
+        self.examples = examples
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.mask_source = mask_source
+        self.seed = seed
+        self.rank = rank
+        self.min_side = min_side
+        self.worker_offset = 0
+        self.start: dict[int, tuple[int, int]] = {}  # logical worker -> (epoch, first position to read)
+
+    def load_resume_state(self, state: dict[str, Any], num_workers: int) -> bool:
+        """Continue after the batches recorded in ``state`` (from ``DataPosition.state_dict``).
+
+        Returns False (and starts from scratch) when the state was written with another worker count.
+        """
+        if state.get("num_workers") != max(num_workers, 1):
+            return False
+        self.worker_offset = state["batches"] % max(num_workers, 1)
+        self.start = {int(k): (v["epoch"], v["next_position"]) for k, v in state["workers"].items()}
+        return True
+
+    def sample(self, example: dict[str, Any], epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (image (3,H,W), valid mask (1,H,W)) pair; raises ``BadImageError`` for unusable images."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank, position])
+        image = decode_image(example["image"], self.min_side, draft_side=2 * self.resolution)
+        crop = random_resized_crop(image, self.resolution, rng)
+        valid_mask = self.mask_source(rng)
+        return to_tensor(crop), torch.from_numpy(np.ascontiguousarray(valid_mask, dtype=np.float32))[None]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        num_workers = info.num_workers if info else 1
+        worker = ((info.id if info else 0) + self.worker_offset) % num_workers
+        epoch, start_position = self.start.get(worker, (0, 0))
+        images: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        ids: list[str] = []
+        new_skips: list[tuple[str, str, str]] = []
+        # A private copy: datasets shares the epoch counter between DataLoader workers through shared memory.
+        examples = copy.deepcopy(self.examples)
+        while True:
+            examples.set_epoch(epoch)
+            read = used = 0
+            for position, example in enumerate(iter_examples(examples)):
+                read += 1
+                if position % num_workers != worker or position < start_position:
+                    continue
+                try:
+                    image, valid_mask = self.sample(example, epoch, position)
+                except BadImageError as error:
+                    new_skips.append((error.reason, example_id(example), str(error)))
+                    continue
+                used += 1
+                images.append(image)
+                masks.append(valid_mask)
+                ids.append(example_id(example))
+                if len(images) == self.batch_size:
+                    state = {"worker": worker, "epoch": epoch, "next_position": position + 1, "skips": new_skips}
+                    yield {"image": torch.stack(images), "valid_mask": torch.stack(masks), "ids": ids, "state": state}
+                    images, masks, ids, new_skips = [], [], [], []
+            if used == 0 and start_position == 0:
+                reasons = sorted({reason for reason, _, _ in new_skips}) or ["none"]
+                raise ValueError(
+                    f"rank {self.rank}, data worker {worker}: no usable image in a full pass over {read} examples "
+                    f"(skip reasons: {', '.join(reasons)}). Check the data, or use fewer processes / "
+                    f"--dataloader_num_workers than there are images."
+                )
+            epoch, start_position = epoch + 1, 0
+
+
+class DataPosition:
+    """The data position of one rank: which examples each worker's consumed batches reached, and the images
+    skipped so far. Fed every batch's ``state``; saved per rank in each checkpoint."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = max(num_workers, 1)
+        self.batches = 0
+        self.workers: dict[int, dict[str, int]] = {}
+        self.skipped: dict[str, dict[str, str]] = {reason: {} for reason in SKIP_REASONS}
+
+    def update(self, state: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """Record a consumed batch; returns the skips reported for the first time."""
+        self.batches += 1
+        self.workers[state["worker"]] = {"epoch": state["epoch"], "next_position": state["next_position"]}
+        fresh = []
+        for reason, image_id, message in state["skips"]:
+            if image_id not in self.skipped[reason]:
+                self.skipped[reason][image_id] = message
+                fresh.append((reason, image_id, message))
+        return fresh
+
+    @property
+    def epoch(self) -> int:
+        return max((w["epoch"] for w in self.workers.values()), default=0)
+
+    def skip_counts(self) -> dict[str, int]:
+        return {reason: len(ids) for reason, ids in self.skipped.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "batches": self.batches,
+            "workers": {str(k): v for k, v in self.workers.items()},
+            "skipped": self.skipped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches = state["batches"]
+        self.workers = {int(k): v for k, v in state["workers"].items()}
+        self.skipped = {reason: dict(state["skipped"].get(reason, {})) for reason in SKIP_REASONS}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation images
+
+
+def load_eval_images(
+    source: str | os.PathLike,
+    num_images: int,
+    resolution: int,
+    *,
+    split: str = "train",
+    config: str | None = None,
+    image_column: str | None = None,
+    min_side: int = 1,
+) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``num_images`` usable images of ``source`` (sorted files, or stream order), center-cropped
+    and resized to ``resolution``: a fixed set. Returns the (3, H, W) tensors and their identifiers."""
+    images, ids = [], []
+    for example in iter_examples(load_examples(source, split=split, config=config, image_column=image_column)):
+        try:
+            image = decode_image(example["image"], min_side)
+        except BadImageError:
+            continue
+        images.append(to_tensor(center_crop_resize(image, resolution)))
+        ids.append(example_id(example))
+        if len(images) == num_images:
+            break
+    if not images:
+        raise ValueError(f"no usable image in {str(source)!r}")
+    return images, ids
+
+
+def eval_samples(
+    images: list[torch.Tensor], masks: list[tuple[int, np.ndarray]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pair every image with one mask of every bucket: image i gets the bucket's mask ``i % masks_per_bucket``.
+
+    Args:
+        images: (3, H, W) tensors.
+        masks: ``pconv_hf.masks.fixed_masks`` output, (bucket index, valid mask) pairs.
+
+    Returns:
+        (image, valid mask (1, H, W)) pairs, bucket by bucket.
+    """
+    by_bucket: dict[int, list[np.ndarray]] = {}
+    for bucket, valid_mask in masks:
+        by_bucket.setdefault(bucket, []).append(valid_mask)
+    samples = []
+    for bucket in sorted(by_bucket):
+        bucket_masks = by_bucket[bucket]
+        for i, image in enumerate(images):
+            valid_mask = torch.from_numpy(np.ascontiguousarray(bucket_masks[i % len(bucket_masks)]))[None]
+            samples.append((image, valid_mask.float()))
+    return samples

@@ -1,0 +1,114 @@
+"""evaluate.py: the paper's protocol on a tiny model, three real photos and every baseline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import evaluate  # noqa: E402
+import train_accelerate  # noqa: E402
+from pconv_hf import PConvUNet  # noqa: E402
+from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label  # noqa: E402
+
+BUCKETS = [bucket_label(b) for b in HOLE_RATIO_BUCKETS]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    from skimage import data
+
+    directory = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(data, name)()).save(directory / f"{name}.png")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(root / "pconv")
+    PConvUNet(layer_size=5, base_channels=8, sample_size=64, conv_type="plain").save_pretrained(root / "plain")
+    return root / "pconv", root / "plain"
+
+
+def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
+    pconv, plain = models
+    out = tmp_path / "eval"
+    results = evaluate.main(["--model", str(pconv), "--data", str(photos), "--baselines", f"telea,ns,unet:{plain}",
+                             "--output_dir", str(out), "--num_images", "3", "--device", "cpu",
+                             "--save_masks", str(tmp_path / "masks")])
+    printed = capsys.readouterr().out
+
+    methods = ["PConv (pconv)", "Telea", "Navier-Stokes", "Conv U-Net (plain)"]
+    settings = ["border margin 0 px (holes anywhere)", "border margin 4 px"]  # resolution 64 from the config
+    assert list(results) == settings
+    for setting in settings:
+        assert f"### {setting}" in printed
+        assert list(results[setting]) == methods
+        for method in methods:
+            assert [b for b in results[setting][method]] == [*BUCKETS, "all"]
+            assert all(results[setting][method][b]["count"] == 3 for b in BUCKETS)
+    table_rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 2 * (1 + len(methods))  # header + one row per method, per setting
+    assert all(f"{b} PSNR" in table_rows[0] for b in BUCKETS)
+    for method in methods:
+        assert sum(line.startswith(f"| {method} |") for line in table_rows) == 2
+
+    # Classical inpainting beats an untrained network on small holes.
+    small = results[settings[0]]
+    assert small["Telea"]["0.01-0.1"]["psnr"] > small["PConv (pconv)"]["0.01-0.1"]["psnr"]
+
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(settings) * len(methods) * (len(BUCKETS) + 1)
+    assert {row["method"] for row in rows} == set(methods)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(results))
+    assert saved["meta"]["resolution"] == 64 and len(saved["meta"]["images"]) == 3
+    grid = Image.open(out / "comparison.png")
+    assert grid.size == ((len(methods) + 2) * 66 + 2, 3 * 66 + 2)  # 3 images; input + methods + ground truth
+    assert len(list((tmp_path / "masks" / "border-0").glob("*.png"))) == 3 * len(BUCKETS)
+
+
+def test_frozen_masks_reproduce_generated_ones(photos, models, tmp_path):
+    pconv, _ = models
+    common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu"]
+    generated = evaluate.main([*common, "--border_margin", "0", "--output_dir", str(tmp_path / "a"),
+                               "--save_masks", str(tmp_path / "masks")])
+    frozen = evaluate.main([*common, "--masks", str(tmp_path / "masks" / "border-0"), "--output_dir",
+                            str(tmp_path / "b")])
+    assert list(generated.values())[0] == list(frozen.values())[0]
+
+
+def test_training_validation_equals_evaluate(photos, tmp_path):
+    """Validation during training and evaluate.py are one code path: same images, masks and numbers."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    out = tmp_path / "run"
+    try:
+        train_accelerate.main(["--train_data", str(photos), "--validation_data", str(photos), "--output_dir",
+                               str(out), "--resolution", "64", "--layer_size", "5", "--base_channels", "8",
+                               "--train_batch_size", "2", "--max_train_steps", "2", "--perceptual_network", "none",
+                               "--report_to", "none", "--num_validation_images", "3", "--mixed_precision", "no"])
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        PartialState._reset_state()
+    validation = json.loads((out / "validation.jsonl").read_text().splitlines()[-1])
+    assert validation["step"] == 2
+    results = evaluate.main(["--model", str(out), "--data", str(photos), "--baselines", "", "--border_margin", "0",
+                             "--output_dir", str(tmp_path / "eval"), "--device", "cpu"])
+    evaluated = results["border margin 0 px (holes anywhere)"]["PConv (run)"]
+    for bucket in [*BUCKETS, "all"]:
+        for metric in ("l1", "psnr", "ssim"):
+            assert evaluated[bucket][metric] == pytest.approx(validation["results"][bucket][metric], rel=1e-5)
