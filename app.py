@@ -26,6 +26,7 @@ from PIL import Image
 
 import pconv_hf
 from pconv_hf import PConvUNet
+from pconv_hf.inpainting import grow_mask
 
 EXAMPLES_DIR = Path(pconv_hf.__file__).parent / "examples"
 STRATEGIES = [("Crop around holes", "crop"), ("Resize whole photo", "resize"), ("Full resolution", "full")]
@@ -123,8 +124,7 @@ def predict(
     hole_mask = painted_area(editor_value.get("layers") or [], photo.size)
     if not hole_mask.any():
         raise gr.Error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
-    if dilate:  # the same square growth as inpaint(dilate=...), done here so the mask shown is the mask used
-        hole_mask = cv2.dilate(hole_mask.view(np.uint8), np.ones((2 * int(dilate) + 1,) * 2, np.uint8)).view(bool)
+    hole_mask = grow_mask(hole_mask, int(dilate))  # here, not in inpaint(), so the mask shown is the mask used
     mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
 
     photo = simplest_mode(photo)

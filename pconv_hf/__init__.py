@@ -35,6 +35,11 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     ``device`` defaults to CUDA when available, else CPU.
     """
     device = default_device() if device is None else torch.device(device)
+    if name_or_path is None and not DEFAULT_CHECKPOINT.is_dir():
+        raise ValueError(
+            f"the bundled model is missing (no folder {DEFAULT_CHECKPOINT}); reinstall pconv_hf or name a saved "
+            "model folder or Hub id"
+        )
     return PConvUNet.from_pretrained(DEFAULT_CHECKPOINT if name_or_path is None else name_or_path, map_location=device)
 
 

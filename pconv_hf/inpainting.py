@@ -83,8 +83,7 @@ def inpaint(
 
     source = to_source(image)
     hole_mask = to_hole_mask(mask, source.height, source.width)
-    if dilate:
-        hole_mask = cv2.dilate(hole_mask.view(np.uint8), np.ones((2 * dilate + 1,) * 2, np.uint8)).view(bool)
+    hole_mask = grow_mask(hole_mask, dilate)
     if not hole_mask.any():
         return source.compose([])
 
@@ -105,6 +104,14 @@ def inpaint(
     finally:
         model.train(was_training)
     return source.compose([(box, prediction, _crop(hole_mask, box)) for box, prediction in patches])
+
+
+def grow_mask(hole_mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a bool (H, W) hole mask by ``pixels`` in every direction (a square neighbourhood)."""
+    if not pixels:
+        return hole_mask
+    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+    return cv2.dilate(np.ascontiguousarray(hole_mask).view(np.uint8), kernel).view(bool)
 
 
 # --- planning ----------------------------------------------------------------------------------------------

@@ -7,14 +7,19 @@ holes filled with mid-grey.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
 
 import safetensors.torch
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -309,11 +314,16 @@ class PConvUNet(
                 raise ValueError(f"{model_id!r} is not a saved PConvUNet: missing {', '.join(missing)}")
         elif os.path.exists(model_id) or model_id.startswith((".", "/", "~")) or model_id.count("/") > 1:
             raise ValueError(f"{model_id!r} is not a directory (expected a saved model folder or a Hub id 'user/name')")
+        elif not (hub_constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")):
+            # Unreachable but cached: load from the cache instead of waiting for huggingface_hub's retries.
+            kwargs["local_files_only"] = not _hub_reachable(model_id, kwargs.get("cache_dir"), kwargs.get("revision"))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, ConnectionError) as err:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-            reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else f"{err}".split("\n")[0]
+            if hub_constants.HF_HUB_OFFLINE:
+                reason = "HF_HUB_OFFLINE is set and it is not in the local Hub cache"
+            else:
+                reason = f"{err}".split("\n")[0]
             raise ValueError(
                 f"could not load PConvUNet {model_id!r}: no such local directory, and from the Hub: {reason}"
             ) from err
@@ -382,6 +392,34 @@ class PConvUNet(
             for name, tensor in self.state_dict().items()
         }
         safetensors.torch.save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def _hub_reachable(model_id: str, cache_dir: str | Path | None, revision: str | None, timeout: float = 3.0) -> bool:
+    """Whether the Hub answers; when it does not and ``model_id`` is not cached either, raise at once.
+
+    Without this, an unreachable Hub costs minutes of retries before huggingface_hub gives up.
+    """
+    endpoint = urlparse(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    reachable = threading.Event()
+
+    def probe() -> None:
+        with contextlib.suppress(OSError), socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            reachable.set()
+
+    thread = threading.Thread(target=probe, daemon=True)  # DNS look-ups ignore socket timeouts
+    thread.start()
+    thread.join(timeout + 1)
+    if reachable.is_set():
+        return True
+    try:
+        hf_hub_download(model_id, CONFIG_NAME, cache_dir=cache_dir, revision=revision, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError) as err:
+        raise ValueError(
+            f"could not load PConvUNet {model_id!r}: no such local directory, not in the local Hub cache, and "
+            f"the Hub ({hub_constants.ENDPOINT}) is unreachable; pass a saved model folder or connect"
+        ) from err
+    return False
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -213,14 +213,18 @@ def test_missing_local_directory_is_named():
         PConvUNet.from_pretrained("./no/such/dir")
 
 
-def test_hub_id_loads_from_the_local_cache(tiny_model, tmp_path):
-    """The repo-id path, offline, through a Hub cache laid out as huggingface_hub writes it."""
+def fake_hub_cache(model: PConvUNet, cache_dir, repo_id: str = "user/pconv") -> None:
+    """Save ``model`` into ``cache_dir`` laid out as huggingface_hub's cache of ``repo_id``."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "models--user--pconv"
-    snapshot = repo / "snapshots" / commit
-    tiny_model.save_pretrained(snapshot)
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    model.save_pretrained(repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_id_loads_from_the_local_cache(tiny_model, tmp_path):
+    """The repo-id path, offline, through a Hub cache laid out as huggingface_hub writes it."""
+    fake_hub_cache(tiny_model, tmp_path)
     loaded = PConvUNet.from_pretrained("user/pconv", cache_dir=tmp_path)
     image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.4).float()
     assert torch.equal(loaded(image, mask), tiny_model(image, mask))
@@ -249,3 +253,27 @@ def test_smooth_upsampling_modes_ignore_hole_content(upsampling_mode):
     other = image.clone()
     other[..., 4:20, 8:24] = 1.0
     torch.testing.assert_close(model(image, mask), model(other, mask))
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """Online mode, but the Hub endpoint is a closed port on this machine."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+
+
+def test_unreachable_hub_fails_fast_with_the_id(unreachable_hub):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="'nobody/no-such-pconv'.*unreachable"):
+        PConvUNet.from_pretrained("nobody/no-such-pconv")
+    assert time.perf_counter() - start < 10
+
+
+def test_unreachable_hub_still_loads_a_cached_model(unreachable_hub, tiny_model, tmp_path):
+    fake_hub_cache(tiny_model, tmp_path)
+    start = time.perf_counter()
+    loaded = PConvUNet.from_pretrained("user/pconv", cache_dir=tmp_path)
+    assert time.perf_counter() - start < 10
+    assert loaded.config == tiny_model.config
