@@ -36,6 +36,7 @@ from pconv_hf import PConvUNet
 from pconv_hf.data import (
     DEFAULT_MIN_SIDE,
     SKIP_REASONS,
+    TRAIN_TRANSFORMS,
     DataPosition,
     TrainingStream,
     eval_samples,
@@ -79,7 +80,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--min_image_side", type=int, default=DEFAULT_MIN_SIDE, help="Skip images whose shorter "
                       "side is below this (counted as too_small).")
     data.add_argument("--mask_source", default="generated", help="'generated' (irregular masks, hole ratio "
-                      "uniform over the paper's buckets, 0.01-0.6) or a folder of mask images (white = hole).")
+                      "uniform over the paper's buckets, 0.01-0.6), a folder of mask images (white = hole), 'none' "
+                      "(no holes: an autoencoder, with --conv_type plain) or 'grid:CELLS' (one random pass of the "
+                      "checkerboard grid that pconv_hf.anomaly inpaints at scoring time).")
+    data.add_argument("--train_transform", default="random_resized_crop", choices=list(TRAIN_TRANSFORMS),
+                      help="random_resized_crop: a 25-100 %% area crop, horizontal flips; resize_flip: the whole "
+                      "image resized, horizontal and vertical flips (anomaly detection).")
+    data.add_argument("--synthetic_defects", type=float, default=0.0, metavar="P", help="Share of training images "
+                      "(on average) given a synthetic defect in the model input while the target stays the clean "
+                      "image: the model learns to remove such defects (see docs/anomaly.md).")
+    data.add_argument("--synthetic_defect_kinds", default="circle,scratch,stain", help="Comma-separated kinds "
+                      "for --synthetic_defects (pconv_hf.anomaly.DEFECT_KINDS).")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes per "
                       "rank (0 = decode in the training process).")
 
@@ -89,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--base_channels", type=int, default=64, help="Width of the first layer (64 = paper).")
     model.add_argument("--upsampling_mode", default="nearest", choices=["nearest", "bilinear", "bicubic"],
                        help="Decoder upsampling (nearest = paper).")
+    model.add_argument("--conv_type", default="partial", choices=["partial", "plain"], help="partial (the paper's "
+                       "model) or plain (its Conv baseline, same shapes; with --mask_source none an autoencoder). "
+                       "Ignored with --init_from, which brings its own architecture.")
     model.add_argument("--init_from", default=None, help="Saved model folder or Hub id to start from (weights and "
                        "architecture; optimizer state is not loaded). Use with --finetune for phase 2.")
     model.add_argument("--finetune", action="store_true", help="Paper's phase 2: freeze encoder BatchNorm; "
@@ -156,6 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lambda_style_initial and --style_warmup_steps > 0 go together")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error("--checkpoints_total_limit must be >= 1")
+    if not 0.0 <= args.synthetic_defects <= 1.0:
+        parser.error(f"--synthetic_defects must be a share in [0, 1], got {args.synthetic_defects}")
     return args
 
 
@@ -275,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info(f"initialised from {args.init_from}: {config}")
     else:
         model = PConvUNet(layer_size=args.layer_size, base_channels=args.base_channels,
-                          upsampling_mode=args.upsampling_mode, sample_size=args.resolution)
+                          upsampling_mode=args.upsampling_mode, conv_type=args.conv_type, sample_size=args.resolution)
     model.train()
     if args.finetune:
         model.freeze_encoder_bn()
@@ -298,12 +314,21 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. Data: this rank's part of the shuffled stream; batches are built in TrainingStream.
     examples = load_examples(args.train_data, split=args.train_split, config=args.dataset_config,
                              image_column=args.image_column)
+    defect_source = None
+    if args.synthetic_defects > 0:
+        from pconv_hf.anomaly import DefectPainter
+
+        try:
+            defect_source = DefectPainter(args.synthetic_defect_kinds.split(","))
+        except ValueError as error:
+            raise SystemExit(f"error: --synthetic_defect_kinds: {error}") from None
+    mask_source = make_mask_source(args.mask_source, args.resolution)
     stream = TrainingStream(
         rank_stream(examples, seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size, rank=rank,
                     world_size=world_size),
         resolution=args.resolution, batch_size=args.train_batch_size,
-        mask_source=make_mask_source(args.mask_source, args.resolution), seed=args.seed, rank=rank,
-        min_side=args.min_image_side,
+        mask_source=mask_source, seed=args.seed, rank=rank, min_side=args.min_image_side,
+        transform=args.train_transform, defect_source=defect_source, defect_probability=args.synthetic_defects,
     )
     position = DataPosition(args.dataloader_num_workers)
 
@@ -424,9 +449,11 @@ def main(argv: list[str] | None = None) -> dict:
                 seen_file.flush()
             image = batch["image"].to(accelerator.device, non_blocking=True)
             valid_mask = batch["valid_mask"].to(accelerator.device, non_blocking=True)
+            # With --synthetic_defects the model sees defected inputs; the loss still compares with the clean image.
+            model_input = batch["input"].to(accelerator.device, non_blocking=True) if "input" in batch else image
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    output = model(image * valid_mask, valid_mask)
+                    output = model(model_input * valid_mask, valid_mask)
                     terms = loss_fn(image, valid_mask, output.float())
                     loss = weighted_total(terms, step_weights)
                 # Every rank must take the same branch, or DDP's gradient all-reduce would hang.

@@ -41,6 +41,12 @@ _MAX_LOCAL_SHARDS = 5040  # divisible by 1-10, 12, 14, 16: whole shards per rank
 _CROP_AREA_RANGE = (0.25, 1.0)
 
 MaskSource = Callable[[np.random.Generator], np.ndarray]
+DefectSource = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
+"""``(clean image (3, H, W), rng) -> image with a synthetic defect``, e.g. ``pconv_hf.anomaly.DefectPainter``."""
+
+TRAIN_TRANSFORMS = ("random_resized_crop", "resize_flip")
+"""Training transforms: ``random_resized_crop`` (the inpainting default) or ``resize_flip`` (anomaly detection:
+nothing is cropped, so the model trains at the scale it scores at)."""
 
 
 class BadImageError(ValueError):
@@ -170,6 +176,25 @@ def random_resized_crop(image: Image.Image, resolution: int, rng: np.random.Gene
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out
 
 
+def resize_square(image: Image.Image, resolution: int) -> Image.Image:
+    """The whole image resized to ``resolution`` x ``resolution`` (aspect ratio not kept, nothing cropped)."""
+    return image.resize((resolution, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def resize_flip(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
+    """The anomaly-detection training transform: the whole image resized to ``resolution`` x ``resolution``
+    (aspect ratio not kept, nothing cropped away), flipped horizontally and vertically, each half the time.
+
+    Scoring (``pconv_hf.anomaly``) resizes the same way, so the model trains at the scale it is used at.
+    """
+    out = resize_square(image, resolution)
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return out
+
+
 def center_crop_resize(image: Image.Image, resolution: int) -> Image.Image:
     """The evaluation transform: the central square, resized to ``resolution``."""
     width, height = image.size
@@ -196,12 +221,41 @@ class BucketMaskGenerator:
         return mask_in_bucket(self.resolution, self.resolution, rng, bucket)
 
 
+class AllValidMask:
+    """No holes: every pixel valid (training a plain-conv U-Net as an autoencoder)."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        return np.ones((self.resolution, self.resolution), dtype=np.float32)
+
+
 def make_mask_source(spec: str, resolution: int) -> MaskSource:
-    """``"generated"`` -> ``BucketMaskGenerator``; a folder path -> ``MaskFolder`` (random file, flip, transpose)."""
+    """The training masks named by ``--mask_source``.
+
+    - ``"generated"`` -> ``BucketMaskGenerator`` (irregular holes over the paper's hole-ratio buckets);
+    - ``"none"`` -> ``AllValidMask`` (no holes; the autoencoder of ``pconv_hf.anomaly``);
+    - ``"grid:CELLS"`` or ``"grid:CELLS:PERIOD"`` -> one random pass of the checkerboard grid that
+      ``pconv_hf.anomaly`` inpaints at scoring time (``anomaly.GridMaskSource``);
+    - a folder path -> ``MaskFolder`` (random file, flip, transpose).
+    """
     if spec == "generated":
         return BucketMaskGenerator(resolution)
+    if spec == "none":
+        return AllValidMask(resolution)
+    if spec.startswith("grid:"):
+        from .anomaly import GridMaskSource  # anomaly imports this module
+
+        parts = spec.split(":")[1:]
+        if len(parts) not in (1, 2) or not all(part.isdigit() for part in parts):
+            raise ValueError(f"--mask_source grid needs 'grid:CELLS' or 'grid:CELLS:PERIOD' (e.g. grid:8), got "
+                             f"{spec!r}")
+        return GridMaskSource(resolution, *(int(part) for part in parts))
     if not Path(spec).is_dir():
-        raise ValueError(f"--mask_source must be 'generated' or a folder of mask images, got {spec!r}")
+        raise ValueError(
+            f"--mask_source must be 'generated', 'none', 'grid:CELLS' or a folder of mask images, got {spec!r}"
+        )
     return MaskFolder(spec, size=(resolution, resolution))
 
 
@@ -311,7 +365,8 @@ def iter_examples(examples: datasets.IterableDataset) -> Iterator[dict[str, Any]
 
 
 class TrainingStream(torch.utils.data.IterableDataset):
-    """Endless batches of ``{"image", "valid_mask", "ids", "state"}`` for one rank, epoch after epoch.
+    """Endless batches of ``{"image", "valid_mask", "ids", "state"}`` (plus ``"input"`` with synthetic defects)
+    for one rank, epoch after epoch.
 
     Batching happens here (use ``DataLoader(stream, batch_size=None)``). With W DataLoader workers, worker l
     decodes the examples at positions ``p % W == l`` of the rank stream and yields whole batches; the
@@ -327,6 +382,12 @@ class TrainingStream(torch.utils.data.IterableDataset):
         mask_source: ``rng -> valid mask (H, W)``.
         seed, rank: mixed into every sample's random generator.
         min_side: images with a shorter side are skipped.
+        transform: one of ``TRAIN_TRANSFORMS``.
+        defect_source: paints a synthetic defect on a clean image. With ``defect_probability`` > 0, batches
+            carry an ``input`` entry: each image, with probability ``defect_probability``, defected; ``image``
+            stays clean (the target), so a model learns to remove such defects. The defect's randomness comes
+            from ``np.random.default_rng([seed, epoch, rank, position, 1])``, apart from the crop and mask.
+        defect_probability: share of images (on average) given a defect.
     """
 
     def __init__(
@@ -339,8 +400,20 @@ class TrainingStream(torch.utils.data.IterableDataset):
         seed: int,
         rank: int = 0,
         min_side: int = DEFAULT_MIN_SIDE,
+        transform: str = "random_resized_crop",
+        defect_source: DefectSource | None = None,
+        defect_probability: float = 0.0,
     ) -> None:
         super().__init__()
+        if transform not in TRAIN_TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRAIN_TRANSFORMS}, got {transform!r}")
+        if not 0.0 <= defect_probability <= 1.0:
+            raise ValueError(f"defect_probability must be in [0, 1], got {defect_probability}")
+        if defect_probability > 0 and defect_source is None:
+            raise ValueError("defect_probability > 0 needs a defect_source")
+        self.transform = transform
+        self.defect_source = defect_source
+        self.defect_probability = defect_probability
         self.examples = examples
         self.resolution = resolution
         self.batch_size = batch_size
@@ -366,9 +439,19 @@ class TrainingStream(torch.utils.data.IterableDataset):
         """One (image (3,H,W), valid mask (1,H,W)) pair; raises ``BadImageError`` for unusable images."""
         rng = np.random.default_rng([self.seed, epoch, self.rank, position])
         image = decode_image(example["image"], self.min_side, draft_side=2 * self.resolution)
-        crop = random_resized_crop(image, self.resolution, rng)
+        if self.transform == "resize_flip":
+            crop = resize_flip(image, self.resolution, rng)
+        else:
+            crop = random_resized_crop(image, self.resolution, rng)
         valid_mask = self.mask_source(rng)
         return to_tensor(crop), torch.from_numpy(np.ascontiguousarray(valid_mask, dtype=np.float32))[None]
+
+    def defected(self, image: torch.Tensor, epoch: int, position: int) -> torch.Tensor:
+        """The model input for a clean ``image``: with probability ``defect_probability`` a synthetic defect."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank, position, 1])
+        if self.defect_source is None or rng.random() >= self.defect_probability:
+            return image
+        return self.defect_source(image, rng)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -376,6 +459,7 @@ class TrainingStream(torch.utils.data.IterableDataset):
         worker = ((info.id if info else 0) + self.worker_offset) % num_workers
         epoch, start_position = self.start.get(worker, (0, 0))
         images: list[torch.Tensor] = []
+        inputs: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
         ids: list[str] = []
         new_skips: list[tuple[str, str, str]] = []
@@ -395,12 +479,17 @@ class TrainingStream(torch.utils.data.IterableDataset):
                     continue
                 used += 1
                 images.append(image)
+                if self.defect_probability > 0:
+                    inputs.append(self.defected(image, epoch, position))
                 masks.append(valid_mask)
                 ids.append(example_id(example))
                 if len(images) == self.batch_size:
                     state = {"worker": worker, "epoch": epoch, "next_position": position + 1, "skips": new_skips}
-                    yield {"image": torch.stack(images), "valid_mask": torch.stack(masks), "ids": ids, "state": state}
-                    images, masks, ids, new_skips = [], [], [], []
+                    batch = {"image": torch.stack(images), "valid_mask": torch.stack(masks), "ids": ids, "state": state}
+                    if inputs:
+                        batch["input"] = torch.stack(inputs)
+                    yield batch
+                    images, inputs, masks, ids, new_skips = [], [], [], [], []
             if used == 0 and start_position == 0:
                 reasons = sorted({reason for reason, _, _ in new_skips}) or ["none"]
                 raise ValueError(
