@@ -1,7 +1,10 @@
 """pconv-inpaint: single-file and folder modes on real photos, and every refusal with its message."""
 
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,8 +178,10 @@ def test_missing_bundled_model_says_what_to_do(tmp_path, photos, capsys, monkeyp
 
 def test_console_script(tmp_path, photos, model_dir):
     """The installed entry point (pyproject [project.scripts]) runs the same main()."""
-    executable = shutil.which("pconv-inpaint")
-    assert executable, "pconv-inpaint is not on PATH: pip install -e . (--no-deps)"
+    # Installed beside this interpreter (the venv may not be on PATH when pytest runs as .venv/bin/python -m pytest).
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    executable = shutil.which("pconv-inpaint", path=search_path)
+    assert executable, "pconv-inpaint is not installed: pip install -e . (--no-deps)"
     photo_dir, mask_dir = photos
     out = tmp_path / "out.png"
     args = ["--image", photo_dir / "coffee.jpg", "--mask", mask_dir / "coffee.png", "-o", out, "--model", model_dir]
