@@ -28,7 +28,7 @@ def held_out_photos(size: int) -> torch.Tensor:
         short = min(image.size)
         left, top = (image.width - short) // 2, (image.height - short) // 2
         image = image.resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + short, top + short))
-        photos.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255)
+        photos.append(torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255)
     return torch.stack(photos)
 
 
