@@ -25,3 +25,14 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerator state is a process-wide singleton; every in-process training run starts from a clean one."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()

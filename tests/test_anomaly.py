@@ -24,6 +24,8 @@ TEXTURES = {"grass": (0.55, 1.0, 0.45), "gravel": (1.0, 0.92, 0.8), "brick": (1.
 TILE = 64
 TINY = ["--resolution", "64", "--layer_size", "5", "--base_channels", "8", "--mixed_precision", "bf16"]
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -31,17 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerator state is a process-wide singleton; every in-process training run starts from a clean one."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", 
 TINY = ["--resolution", "64", "--layer_size", "5", "--base_channels", "8", "--train_batch_size", "2",
         "--report_to", "none", "--mixed_precision", "no", "--num_validation_images", "3"]
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
 
 def photo(name: str) -> np.ndarray:
     from skimage import data
@@ -66,17 +68,6 @@ def val_dir(tmp_path_factory) -> Path:
     for name in ("astronaut", "coffee", "chelsea"):
         Image.fromarray(photo(name)).save(directory / f"{name}.png")
     return directory
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerator state is a process-wide singleton; every in-process run starts from a clean one."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 def train(*extra: str) -> dict:
