@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sample_size, 256 for the paper's 256 px model).")
     parser.add_argument("--num_images", type=int, default=100, help="Images to evaluate.")
     parser.add_argument("--masks_per_bucket", type=int, default=None, help="Distinct masks per bucket (default: "
-                        "--num_images, so every image gets its own mask); image i uses mask i %% K.")
+                        "--num_images x --masks_per_image, so every sample gets its own mask).")
+    parser.add_argument("--masks_per_image", type=int, default=1, help="Masks per image and bucket: more samples "
+                        "per bucket (less noise) from few images.")
     parser.add_argument("--border_margin", type=int, default=None, help="Only this setting (pixels without "
                         "holes at the border; 0 = holes anywhere). Default: both 0 and resolution // 16.")
     parser.add_argument("--masks", default=None, help="Frozen mask folder (white = hole) instead of generating; "
@@ -126,13 +128,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     images, ids = load_eval_images(args.data, args.num_images, resolution, split=args.split,
                                    config=args.dataset_config, image_column=args.image_column)
-    settings = mask_settings(args, resolution, args.masks_per_bucket or len(images))
-    print(f"{len(images)} images from {args.data} at {resolution} px; {len(methods)} methods; "
-          f"settings: {', '.join(settings)}", file=sys.stderr)
+    if args.masks_per_image < 1:
+        raise SystemExit(f"error: --masks_per_image must be >= 1, got {args.masks_per_image}")
+    # Sample i of a bucket is image i % N with the bucket's mask i % masks_per_bucket.
+    repeated = images * args.masks_per_image
+    settings = mask_settings(args, resolution, args.masks_per_bucket or len(repeated))
+    print(f"{len(images)} images from {args.data} at {resolution} px, {args.masks_per_image} mask(s) per image and "
+          f"bucket; {len(methods)} methods; settings: {', '.join(settings)}", file=sys.stderr)
 
     results: dict[str, dict[str, dict]] = {}
     for setting, masks in settings.items():
-        samples = eval_samples(images, masks)
+        samples = eval_samples(repeated, masks)
         results[setting] = {}
         for name, method in methods.items():
             print(f"[{setting}] {name}", file=sys.stderr)
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for bucket, row in by_bucket.items():
                     writer.writerow([setting, name, bucket, row["count"], row["l1"], row["psnr"], row["ssim"]])
     meta = {"model": str(args.model), "data": str(args.data), "resolution": resolution, "seed": args.seed,
-            "images": ids}
+            "masks_per_image": args.masks_per_image, "images": ids}
     (output_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     first_samples = eval_samples(images, next(iter(settings.values())))
     grid = comparison_grid(methods, grid_samples(first_samples, len(images), args.num_grid_images), device)

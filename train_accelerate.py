@@ -23,7 +23,9 @@ import re
 import shutil
 import sys
 import tempfile
+import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,6 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parent
 MODEL_CARD_TEMPLATE = REPO_ROOT / "model_card.md"
 PAPER_LEARNING_RATE = 2e-4
 PAPER_FINETUNE_LEARNING_RATE = 5e-5
+LR_SCHEDULES = ("constant", "cosine")
 VALIDATION_MASK_SEED = 0  # the evaluate.py default, so validation numbers and evaluate.py tables agree
 
 
@@ -86,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--train_transform", default="random_resized_crop", choices=list(TRAIN_TRANSFORMS),
                       help="random_resized_crop: a 25-100 %% area crop, horizontal flips; resize_flip: the whole "
                       "image resized, horizontal and vertical flips (anomaly detection).")
+    data.add_argument("--grayscale_augmentation", type=float, default=0.0, metavar="P", help="Share of training "
+                      "crops (on average) turned grayscale, so fills in black-and-white photos get no colour tint. "
+                      "0 = off (the paper).")
     data.add_argument("--synthetic_defects", type=float, default=0.0, metavar="P", help="Share of training images "
                       "(on average) given a synthetic defect in the model input while the target stays the clean "
                       "image: the model learns to remove such defects (see docs/anomaly.md).")
@@ -107,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        "architecture; optimizer state is not loaded). Use with --finetune for phase 2.")
     model.add_argument("--finetune", action="store_true", help="Paper's phase 2: freeze encoder BatchNorm; "
                        f"learning rate {PAPER_FINETUNE_LEARNING_RATE} unless --learning_rate is given.")
+    model.add_argument("--channels_last", action="store_true", help="Train in channels-last memory format: "
+                       "faster with bf16/fp16 (about 20 %% per step measured on an AVX-512 BF16 CPU; tensor cores on "
+                       "GPUs); the exported weights are the same either way.")
     model.add_argument("--sync_batchnorm", action="store_true", help="Use SyncBatchNorm across processes (DDP).")
 
     optim = parser.add_argument_group("optimization")
@@ -118,6 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optim.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2.")
     optim.add_argument("--weight_decay", type=float, default=0.0, help="Decoupled weight decay (AdamW).")
     optim.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear learning-rate warm-up (updates).")
+    optim.add_argument("--lr_scheduler", default="constant", choices=list(LR_SCHEDULES), help="After the warm-up: "
+                       "constant (the paper) or cosine (decays to 0 at --max_train_steps).")
     optim.add_argument("--max_train_steps", type=int, required=True, help="Total optimizer updates.")
     optim.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping (0 = off).")
     optim.add_argument("--max_skipped_steps", type=int, default=10, help="Stop after this many consecutive "
@@ -170,13 +181,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lambda_style_initial and --style_warmup_steps > 0 go together")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error("--checkpoints_total_limit must be >= 1")
-    if not 0.0 <= args.synthetic_defects <= 1.0:
-        parser.error(f"--synthetic_defects must be a share in [0, 1], got {args.synthetic_defects}")
+    for name in ("synthetic_defects", "grayscale_augmentation"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name} must be a share in [0, 1], got {getattr(args, name)}")
     return args
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints and export
+
+
+def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
+    """Learning-rate multiplier for update ``step`` (0-based): linear warm-up over ``warmup`` updates, then
+    ``constant`` 1, or ``cosine`` from 1 down to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
@@ -292,7 +315,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         model = PConvUNet(layer_size=args.layer_size, base_channels=args.base_channels,
                           upsampling_mode=args.upsampling_mode, conv_type=args.conv_type, sample_size=args.resolution)
-    model.train()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
     if args.finetune:
         model.freeze_encoder_bn()
     if args.sync_batchnorm and world_size > 1 and accelerator.device.type == "cpu":
@@ -307,9 +331,11 @@ def main(argv: list[str] | None = None) -> dict:
         [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.weight_decay,
     )
-    warmup = args.lr_warmup_steps
     # Stepped once per update on every rank (not prepared: accelerate would step it num_processes times).
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, schedule=args.lr_scheduler, warmup=args.lr_warmup_steps,
+                           total=args.max_train_steps)
+    )
 
     # 3. Data: this rank's part of the shuffled stream; batches are built in TrainingStream.
     examples = load_examples(args.train_data, split=args.train_split, config=args.dataset_config,
@@ -329,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         resolution=args.resolution, batch_size=args.train_batch_size,
         mask_source=mask_source, seed=args.seed, rank=rank, min_side=args.min_image_side,
         transform=args.train_transform, defect_source=defect_source, defect_probability=args.synthetic_defects,
+        grayscale_probability=args.grayscale_augmentation,
     )
     position = DataPosition(args.dataloader_num_workers)
 
@@ -447,10 +474,11 @@ def main(argv: list[str] | None = None) -> dict:
             if seen_file:
                 seen_file.writelines(f"{global_step}\t{image_id}\n" for image_id in batch["ids"])
                 seen_file.flush()
-            image = batch["image"].to(accelerator.device, non_blocking=True)
-            valid_mask = batch["valid_mask"].to(accelerator.device, non_blocking=True)
+            image = batch["image"].to(accelerator.device, memory_format=memory_format, non_blocking=True)
+            valid_mask = batch["valid_mask"].to(accelerator.device, memory_format=memory_format, non_blocking=True)
             # With --synthetic_defects the model sees defected inputs; the loss still compares with the clean image.
-            model_input = batch["input"].to(accelerator.device, non_blocking=True) if "input" in batch else image
+            model_input = (batch["input"].to(accelerator.device, memory_format=memory_format, non_blocking=True)
+                           if "input" in batch else image)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     output = model(model_input * valid_mask, valid_mask)

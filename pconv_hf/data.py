@@ -388,6 +388,10 @@ class TrainingStream(torch.utils.data.IterableDataset):
             stays clean (the target), so a model learns to remove such defects. The defect's randomness comes
             from ``np.random.default_rng([seed, epoch, rank, position, 1])``, apart from the crop and mask.
         defect_probability: share of images (on average) given a defect.
+        grayscale_probability: share of crops (on average) turned grayscale (three equal channels), so the
+            model also learns black-and-white photos, where a colour tint in the fill would be plain wrong.
+            Drawn from ``np.random.default_rng([seed, epoch, rank, position, 2])``: crops and masks do not
+            change with it.
     """
 
     def __init__(
@@ -403,17 +407,21 @@ class TrainingStream(torch.utils.data.IterableDataset):
         transform: str = "random_resized_crop",
         defect_source: DefectSource | None = None,
         defect_probability: float = 0.0,
+        grayscale_probability: float = 0.0,
     ) -> None:
         super().__init__()
         if transform not in TRAIN_TRANSFORMS:
             raise ValueError(f"transform must be one of {TRAIN_TRANSFORMS}, got {transform!r}")
-        if not 0.0 <= defect_probability <= 1.0:
-            raise ValueError(f"defect_probability must be in [0, 1], got {defect_probability}")
+        for name, value in (("defect_probability", defect_probability),
+                            ("grayscale_probability", grayscale_probability)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if defect_probability > 0 and defect_source is None:
             raise ValueError("defect_probability > 0 needs a defect_source")
         self.transform = transform
         self.defect_source = defect_source
         self.defect_probability = defect_probability
+        self.grayscale_probability = grayscale_probability
         self.examples = examples
         self.resolution = resolution
         self.batch_size = batch_size
@@ -444,6 +452,10 @@ class TrainingStream(torch.utils.data.IterableDataset):
         else:
             crop = random_resized_crop(image, self.resolution, rng)
         valid_mask = self.mask_source(rng)
+        if self.grayscale_probability > 0 and np.random.default_rng(
+            [self.seed, epoch, self.rank, position, 2]
+        ).random() < self.grayscale_probability:
+            crop = crop.convert("L").convert("RGB")
         return to_tensor(crop), torch.from_numpy(np.ascontiguousarray(valid_mask, dtype=np.float32))[None]
 
     def defected(self, image: torch.Tensor, epoch: int, position: int) -> torch.Tensor:

@@ -112,3 +112,21 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
     for bucket in [*BUCKETS, "all"]:
         for metric in ("l1", "psnr", "ssim"):
             assert evaluated[bucket][metric] == pytest.approx(validation["results"][bucket][metric], rel=1e-5)
+
+
+def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path):
+    pconv, _ = models
+    common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu",
+              "--border_margin", "0"]
+    one = evaluate.main([*common, "--output_dir", str(tmp_path / "one")])
+    three = evaluate.main([*common, "--masks_per_image", "3", "--output_dir", str(tmp_path / "three"),
+                           "--save_masks", str(tmp_path / "masks")])
+    setting = "border margin 0 px (holes anywhere)"
+    assert all(three[setting]["Telea"][b]["count"] == 9 for b in BUCKETS)
+    assert len(list((tmp_path / "masks" / "border-0").glob("*.png"))) == 9 * len(BUCKETS)
+    # The first mask of each image is the one a single-mask run uses, the other two are new.
+    assert three[setting]["Telea"]["all"]["psnr"] != one[setting]["Telea"]["all"]["psnr"]
+    meta = json.loads((tmp_path / "three" / "results.json").read_text())["meta"]
+    assert meta["masks_per_image"] == 3 and len(meta["images"]) == 3
+    with pytest.raises(SystemExit, match="--masks_per_image must be >= 1, got 0"):
+        evaluate.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])

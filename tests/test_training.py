@@ -256,6 +256,19 @@ def test_finetune_freezes_encoder_batchnorm(photo_dir, tmp_path):
     assert json.loads((out / "training_args.json").read_text())["learning_rate"] == 5e-5
 
 
+def test_channels_last_trains_the_same_model(photo_dir, tmp_path):
+    common = ["--train_data", str(photo_dir), "--max_train_steps", "3", "--checkpointing_steps", "5",
+              "--validation_steps", "5", "--perceptual_network", "none", "--lr_scheduler", "cosine"]
+    train(*common, "--output_dir", str(tmp_path / "default"))
+    train(*common, "--output_dir", str(tmp_path / "channels_last"), "--channels_last")
+    a, b = weights(tmp_path / "default"), weights(tmp_path / "channels_last")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert b[name].is_contiguous(), name  # exported in the standard layout
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4, msg=name)
+    assert PConvUNet.from_pretrained(tmp_path / "channels_last").config["layer_size"] == 5
+
+
 def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     out = tmp_path / "out"
@@ -306,11 +319,45 @@ def test_hub_style_dataset_works_offline(tmp_path):
     assert result["global_step"] == 2 and sum(result["skipped"].values()) == 0
 
 
-def make_stream(photo_dir: Path, rank: int = 0, world_size: int = 1, seed: int = 0) -> TrainingStream:
+def make_stream(photo_dir: Path, rank: int = 0, world_size: int = 1, seed: int = 0, **kwargs) -> TrainingStream:
     examples = rank_stream(load_examples(photo_dir), seed=seed, shuffle_buffer_size=4, rank=rank,
                            world_size=world_size)
     return TrainingStream(examples, resolution=64, batch_size=3, mask_source=make_mask_source("generated", 64),
-                          seed=seed, rank=rank)
+                          seed=seed, rank=rank, **kwargs)
+
+
+def test_grayscale_augmentation_keeps_crops_and_masks(photo_dir):
+    colour_names = {"astronaut", "coffee", "chelsea", "rocket", "cat"}
+    plain = [next(iter(make_stream(photo_dir))) for _ in range(1)][0]
+    stream = make_stream(photo_dir, grayscale_probability=1.0)
+    batches = [batch for _, batch in zip(range(3), stream, strict=False)]
+    gray = batches[0]
+    # Same crops and masks as without the augmentation, only the colour is gone.
+    assert gray["ids"] == plain["ids"]
+    assert torch.equal(gray["valid_mask"], plain["valid_mask"])
+    for batch in batches:
+        image = batch["image"]
+        assert torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 1], image[:, 2])
+    index = next(i for i, name in enumerate(plain["ids"]) if Path(name).stem.split("_")[0] in colour_names)
+    assert not torch.equal(plain["image"][index, 0], plain["image"][index, 1])  # the source crop had colour
+    luma = 0.299 * plain["image"][index, 0] + 0.587 * plain["image"][index, 1] + 0.114 * plain["image"][index, 2]
+    assert (gray["image"][index, 0] - luma).abs().max() < 2 / 255
+
+    half = make_stream(photo_dir, grayscale_probability=0.5)
+    converted = [torch.equal(img[0], img[1]) for _, batch in zip(range(20), half, strict=False)
+                 for img in batch["image"]]
+    assert 0.25 < sum(converted) / len(converted) < 0.85  # includes the 2 grayscale photos of 9
+    with pytest.raises(ValueError, match="grayscale_probability must be in \\[0, 1\\], got 1.5"):
+        make_stream(photo_dir, grayscale_probability=1.5)
+
+
+def test_lr_schedules():
+    factor = train_accelerate.lr_factor
+    assert [factor(s, schedule="constant", warmup=4, total=10) for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
+    cosine = [factor(s, schedule="cosine", warmup=2, total=12) for s in range(13)]
+    assert cosine[:3] == [0.5, 1.0, 1.0]
+    assert all(a > b for a, b in zip(cosine[2:12], cosine[3:12], strict=False))
+    assert cosine[7] == pytest.approx(0.5) and cosine[12] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_stream_is_deterministic_split_and_resumable(photo_dir):
