@@ -18,12 +18,12 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import sys
 import tempfile
-import math
 import time
 from functools import partial
 from pathlib import Path
