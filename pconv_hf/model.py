@@ -391,7 +391,8 @@ class PConvUNet(
             name: (tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor).contiguous()
             for name, tensor in self.state_dict().items()
         }
-        safetensors.torch.save_file(state_dict, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        # Written by us, not safetensors.torch.save_file, which (0.8) leaves the file readable by its owner only.
+        (save_directory / WEIGHTS_NAME).write_bytes(safetensors.torch.save(state_dict, metadata={"format": "pt"}))
 
 
 def _hub_reachable(model_id: str, cache_dir: str | Path | None, revision: str | None, timeout: float = 3.0) -> bool:

@@ -142,6 +142,8 @@ def test_freeze_encoder_bn_survives_train_and_freezes_statistics(tiny_model):
 def test_save_and_load_round_trip(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["README.md", "config.json", "model.safetensors"]
+    # Same permissions as any file the user writes (umask), so a shared model folder is readable by others.
+    assert (tmp_path / "model.safetensors").stat().st_mode == (tmp_path / "config.json").stat().st_mode
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["layer_size"] == 5 and config["base_channels"] == 8 and config["sample_size"] == 64
     card = (tmp_path / "README.md").read_text()
