@@ -20,6 +20,17 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """The tiny model saved with save_pretrained: a folder for --model flags and from_pretrained."""
+    from pconv_hf import PConvUNet
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real photograph, (512, 512, 3) uint8, bundled with scikit-image."""
     from skimage import data

@@ -8,20 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data
 
-from pconv_hf import PConvUNet
 from pconv_hf.cli import main
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(folder)
-    return folder
 
 
 def box_mask(height: int, width: int, top: int, left: int, size: int) -> Image.Image:

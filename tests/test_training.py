@@ -328,7 +328,7 @@ def make_stream(photo_dir: Path, rank: int = 0, world_size: int = 1, seed: int =
 
 def test_grayscale_augmentation_keeps_crops_and_masks(photo_dir):
     colour_names = {"astronaut", "coffee", "chelsea", "rocket", "cat"}
-    plain = [next(iter(make_stream(photo_dir))) for _ in range(1)][0]
+    plain = next(iter(make_stream(photo_dir)))
     stream = make_stream(photo_dir, grayscale_probability=1.0)
     batches = [batch for _, batch in zip(range(3), stream, strict=False)]
     gray = batches[0]
