@@ -6,8 +6,10 @@ Images: the first --num_images usable images of --data, center-cropped and resiz
 fixed irregular masks per hole-ratio bucket (0.01-0.1 ... 0.5-0.6), generated from --seed (or read from a
 frozen folder with --masks), in two settings as in the paper: holes anywhere (border margin 0) and no holes
 within --border_margin pixels of the border. Every image is evaluated with one mask of every bucket. L1 / PSNR
-/ SSIM are computed on the composite by ``pconv_hf.metrics.evaluate``, the function the training script uses
-for validation. Writes results.csv, results.json and comparison.png (masked input | each method | ground truth).
+/ SSIM and LPIPS (v0.1 AlexNet, lower is better; when its converted weights are present, see
+scripts/fetch_feature_weights.sh; --no_lpips to skip) are computed on the composite by ``pconv_hf.metrics.evaluate``,
+the function the training script uses for validation. Writes results.csv, results.json and comparison.png (masked
+input | each method | ground truth).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from pconv_hf import PConvUNet, default_device
 from pconv_hf.data import eval_samples, load_eval_images
 from pconv_hf.masks import MaskFolder, bucket_index, fixed_masks, hole_ratio, save_mask_folder
-from pconv_hf.metrics import format_table, navier_stokes, telea
+from pconv_hf.metrics import format_table, lpips_available, navier_stokes, telea
 from pconv_hf.training import grid_samples, image_grid, masked_input, validate
 
 BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes)}
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16, help="Images per forward pass.")
     parser.add_argument("--num_grid_images", type=int, default=4, help="Rows of comparison.png.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+    parser.add_argument("--no_lpips", action="store_true", help="Skip LPIPS (by default computed when its converted "
+                        "weights are present).")
     return parser.parse_args(argv)
 
 
@@ -135,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings = mask_settings(args, resolution, args.masks_per_bucket or len(repeated))
     print(f"{len(images)} images from {args.data} at {resolution} px, {args.masks_per_image} mask(s) per image and "
           f"bucket; {len(methods)} methods; settings: {', '.join(settings)}", file=sys.stderr)
+    with_lpips = not args.no_lpips and lpips_available()
+    if not args.no_lpips and not with_lpips:
+        print("LPIPS skipped: its weights are not converted yet (bash scripts/fetch_feature_weights.sh)",
+              file=sys.stderr)
 
     results: dict[str, dict[str, dict]] = {}
     for setting, masks in settings.items():
@@ -143,18 +151,19 @@ def main(argv: list[str] | None = None) -> dict:
         for name, method in methods.items():
             print(f"[{setting}] {name}", file=sys.stderr)
             results[setting][name] = validate(method, samples, device=device, batch_size=args.batch_size,
-                                              progress=True)
+                                              progress=True, lpips=with_lpips)
         print(f"\n### {setting}\n\n{format_table(results[setting])}\n")
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / "results.csv", "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["setting", "method", "bucket", "count", "l1", "psnr", "ssim"])
+        columns = ["count", "l1", "psnr", "ssim"] + (["lpips"] if with_lpips else [])
+        writer.writerow(["setting", "method", "bucket", *columns])
         for setting, by_method in results.items():
             for name, by_bucket in by_method.items():
                 for bucket, row in by_bucket.items():
-                    writer.writerow([setting, name, bucket, row["count"], row["l1"], row["psnr"], row["ssim"]])
+                    writer.writerow([setting, name, bucket, *(row[column] for column in columns)])
     meta = {"model": str(args.model), "data": str(args.data), "resolution": resolution, "seed": args.seed,
             "masks_per_image": args.masks_per_image, "images": ids}
     (output_dir / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -49,6 +49,7 @@ from pconv_hf.data import (
 )
 from pconv_hf.losses import InpaintingLoss, LossWeights, make_feature_extractor, weighted_total
 from pconv_hf.masks import fixed_masks
+from pconv_hf.model import add_boundary_blend
 from pconv_hf.training import flatten_metrics, grid_samples, loss_weights_at, sample_grid, validate
 
 logger = get_logger("pconv_hf.train", log_level="INFO")
@@ -116,6 +117,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--channels_last", action="store_true", help="Train in channels-last memory format: "
                        "faster with bf16/fp16 (about 20 %% per step measured on an AVX-512 BF16 CPU; tensor cores on "
                        "GPUs); the exported weights are the same either way.")
+    model.add_argument("--boundary_blend", action="store_true", help="Last layer blends, at hole pixels touching "
+                       "a known pixel, the features' prediction with a renormalised one from the known pixels (not "
+                       "in the paper; removes the dotted line along slanted hole edges). With --init_from a model "
+                       "without it, its last layer is carried over (pconv_hf.model.add_boundary_blend).")
     model.add_argument("--sync_batchnorm", action="store_true", help="Use SyncBatchNorm across processes (DDP).")
 
     optim = parser.add_argument_group("optimization")
@@ -143,11 +148,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--perceptual_weights", default="imagenet", choices=["imagenet", "random"],
                       help="imagenet (from the local torch hub cache; never downloaded) or random (fixed-seed "
                       "random init, NOT the paper's loss).")
+    loss.add_argument("--perceptual_resolution", type=int, default=None, help="Resize images to this square size "
+                      "before the feature network (default: the training resolution, as in the paper); 128 at "
+                      "256 px costs about a quarter.")
     loss.add_argument("--lambda_valid", type=float, default=paper.valid, help="Weight of the valid-pixel L1.")
     loss.add_argument("--lambda_hole", type=float, default=paper.hole, help="Weight of the hole-pixel L1.")
     loss.add_argument("--lambda_perceptual", type=float, default=paper.perceptual, help="Perceptual weight.")
     loss.add_argument("--lambda_style", type=float, default=paper.style, help="Style weight (after the warm-up).")
     loss.add_argument("--lambda_tv", type=float, default=paper.tv, help="Total-variation weight.")
+    loss.add_argument("--lambda_boundary", type=float, default=paper.boundary, help="Extra L1 weight on the hole "
+                      "pixels that touch a known pixel (not in the paper; against seams along the hole edge).")
     loss.add_argument("--lambda_style_initial", type=float, default=None, help="Two-stage style schedule: this "
                       "style weight for the first --style_warmup_steps updates, then --lambda_style.")
     loss.add_argument("--style_warmup_steps", type=int, default=0, help="Updates using --lambda_style_initial.")
@@ -298,14 +308,16 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.perceptual_weights == "random":
         logger.warning(f"perceptual/style features from a RANDOMLY INITIALISED {args.perceptual_network} "
                        "(--perceptual_weights random): not the paper's loss")
-    loss_fn = InpaintingLoss(feature_extractor).to(accelerator.device)
+    loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution).to(accelerator.device)
     weights = LossWeights(args.lambda_valid, args.lambda_hole, args.lambda_perceptual, args.lambda_style,
-                          args.lambda_tv)
+                          args.lambda_tv, args.lambda_boundary)
 
     # 2. Model: fresh, or weights (and architecture) from --init_from.
     set_seed(args.seed)
     if args.init_from:
         model = PConvUNet.from_pretrained(args.init_from)
+        if args.boundary_blend and not model.config.get("boundary_blend"):
+            model = add_boundary_blend(model)
         config = {**model.config, "sample_size": args.resolution}
         if config != model.config:
             state = model.state_dict()
@@ -314,7 +326,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info(f"initialised from {args.init_from}: {config}")
     else:
         model = PConvUNet(layer_size=args.layer_size, base_channels=args.base_channels,
-                          upsampling_mode=args.upsampling_mode, conv_type=args.conv_type, sample_size=args.resolution)
+                          upsampling_mode=args.upsampling_mode, conv_type=args.conv_type, sample_size=args.resolution,
+                          boundary_blend=args.boundary_blend)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format).train()
     if args.finetune:
@@ -447,8 +460,9 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator.log(flatten_metrics(results), step=step)
             _log_image(accelerator, grid, step)
             overall = results["all"]
+            lpips_text = f" LPIPS {overall['lpips']:.4f}" if "lpips" in overall else ""
             logger.info(f"step {step}: validation L1 {overall['l1']:.4f} PSNR {overall['psnr']:.2f} "
-                        f"SSIM {overall['ssim']:.4f} ({overall['count']} samples)")
+                        f"SSIM {overall['ssim']:.4f}{lpips_text} ({overall['count']} samples)")
         accelerator.wait_for_everyone()
 
     # 6. The loop: one iteration = one optimizer update of gradient_accumulation_steps micro-batches.

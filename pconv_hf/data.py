@@ -44,9 +44,12 @@ MaskSource = Callable[[np.random.Generator], np.ndarray]
 DefectSource = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
 """``(clean image (3, H, W), rng) -> image with a synthetic defect``, e.g. ``pconv_hf.anomaly.DefectPainter``."""
 
-TRAIN_TRANSFORMS = ("random_resized_crop", "resize_flip")
-"""Training transforms: ``random_resized_crop`` (the inpainting default) or ``resize_flip`` (anomaly detection:
+TRAIN_TRANSFORMS = ("random_resized_crop", "multiscale_crop", "resize_flip")
+"""Training transforms: ``random_resized_crop`` (the inpainting default), ``multiscale_crop`` (crops from native
+pixel scale up to the whole short side, for high-resolution photos) or ``resize_flip`` (anomaly detection:
 nothing is cropped, so the model trains at the scale it scores at)."""
+# multiscale_crop decodes JPEGs at no less than this many training resolutions on the short side.
+_MULTISCALE_DRAFT_FACTOR = 4
 
 
 class BadImageError(ValueError):
@@ -164,6 +167,12 @@ def random_resized_crop(image: Image.Image, resolution: int, rng: np.random.Gene
     width, height = image.size
     short = min(width, height)
     crop = short * math.sqrt(rng.uniform(*_CROP_AREA_RANGE))
+    return _resized_square(image, resolution, crop, rng)
+
+
+def _resized_square(image: Image.Image, resolution: int, crop: float, rng: np.random.Generator) -> Image.Image:
+    """A square of side ``crop`` at a random place, resized to ``resolution``, flipped horizontally half the time."""
+    width, height = image.size
     left = rng.uniform(0, width - crop)
     top = rng.uniform(0, height - crop)
     flip = rng.random() < 0.5
@@ -174,6 +183,20 @@ def random_resized_crop(image: Image.Image, resolution: int, rng: np.random.Gene
         reducing_gap=3.0,
     )
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else out
+
+
+def multiscale_crop(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
+    """A random square whose side is log-uniform between ``resolution`` px (the photo's own pixels, 1:1) and
+    the short side (the whole photo's scale), resized to ``resolution`` and flipped horizontally half the time.
+
+    From a high-resolution photo this gives fine texture at native scale as often as whole-scene structure;
+    ``random_resized_crop`` only ever sees a photo at 1-2x the scale of its short side.
+    """
+    width, height = image.size
+    short = min(width, height)
+    low = min(resolution, short)
+    crop = math.exp(rng.uniform(math.log(low), math.log(short)))
+    return _resized_square(image, resolution, crop, rng)
 
 
 def resize_square(image: Image.Image, resolution: int) -> Image.Image:
@@ -446,9 +469,12 @@ class TrainingStream(torch.utils.data.IterableDataset):
     def sample(self, example: dict[str, Any], epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One (image (3,H,W), valid mask (1,H,W)) pair; raises ``BadImageError`` for unusable images."""
         rng = np.random.default_rng([self.seed, epoch, self.rank, position])
-        image = decode_image(example["image"], self.min_side, draft_side=2 * self.resolution)
+        draft = _MULTISCALE_DRAFT_FACTOR if self.transform == "multiscale_crop" else 2
+        image = decode_image(example["image"], self.min_side, draft_side=draft * self.resolution)
         if self.transform == "resize_flip":
             crop = resize_flip(image, self.resolution, rng)
+        elif self.transform == "multiscale_crop":
+            crop = multiscale_crop(image, self.resolution, rng)
         else:
             crop = random_resized_crop(image, self.resolution, rng)
         valid_mask = self.mask_source(rng)

@@ -2,13 +2,16 @@
 
 Metrics are computed on the composite (valid pixels from the ground truth, holes from the output), binned by
 each image's hole ratio. ``evaluate`` is the one code path used by training-time validation and the
-evaluation CLI.
+evaluation CLI. LPIPS (Zhang et al. 2018, v0.1) uses the ImageNet networks and linear heads converted by
+``pconv_hf.feature_weights`` (local files, never downloaded).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +20,8 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from tqdm.auto import tqdm
 
+from pconv_hf import seams as seam_measures
+from pconv_hf.feature_weights import feature_weights_dir, feature_weights_path, load_feature_weights, missing_message
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_index, bucket_label
 
 # PSNR of a perfect reconstruction is infinite; clamp so means over images stay finite.
@@ -54,6 +59,165 @@ def ssim(output: Tensor, target: Tensor) -> Tensor:
     """
     _check_pair(output, target)
     return structural_similarity_index_measure(output, target, data_range=1.0, reduction="none")
+
+
+# LPIPS v0.1 "scaling layer": its networks expect ((x in [-1,1]) - shift) / scale.
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+LPIPS_NETWORKS = ("alexnet", "vgg16")
+# Smallest image side whose last feature map is still at least 1x1.
+LPIPS_MIN_SIZE = {"alexnet": 31, "vgg16": 16}
+# Added to the channel norm before dividing, as in the reference implementation.
+_LPIPS_EPS = 1e-10
+
+
+def _lpips_alexnet_layers(device: torch.device | str | None) -> tuple[list[nn.Module], tuple[int, ...]]:
+    # torchvision's alexnet().features[:12], same indices; stages end at relu1 ... relu5.
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, device=device),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2, device=device),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1, device=device),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1, device=device),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1, device=device),
+        nn.ReLU(),
+    ]
+    return layers, (2, 5, 8, 10, 12)
+
+
+def _lpips_vgg16_layers(device: torch.device | str | None) -> tuple[list[nn.Module], tuple[int, ...]]:
+    # torchvision's vgg16().features[:30], same indices; stages end at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
+    layers: list[nn.Module] = []
+    stage_ends = []
+    in_channels = 3
+    for block in ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)):
+        if layers:
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        for out_channels in block:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, device=device), nn.ReLU()]
+            in_channels = out_channels
+        stage_ends.append(len(layers))
+    return layers, tuple(stage_ends)
+
+
+_LPIPS_ARCHITECTURES = {"alexnet": _lpips_alexnet_layers, "vgg16": _lpips_vgg16_layers}
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 distance (lower = more similar), frozen and always in eval mode.
+
+    Matches the reference ``lpips`` package (``LPIPS(net=..., version="0.1")`` with ``normalize=True``): images
+    in [0,1] are mapped to [-1,1] and through the scaling layer, each of five ReLU feature maps is unit-normalised
+    over channels, the squared difference is weighted by a learned 1x1 head and averaged over space, and the five
+    layers are summed. Always computed in float32, with autocast disabled.
+
+    Args:
+        net: ``"alexnet"`` (the variant papers report as "LPIPS") or ``"vgg16"``.
+        device: where to create the weights.
+
+    Raises:
+        FileNotFoundError: the converted weights are not there (the message says how to make them).
+    """
+
+    def __init__(self, net: str = "alexnet", *, device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if net not in LPIPS_NETWORKS:
+            raise ValueError(f"net must be one of {LPIPS_NETWORKS}, got {net!r}")
+        self.net = net
+        layers, self.stage_ends = _LPIPS_ARCHITECTURES[net](device)
+        # Named "features" with torchvision's indices so the converted keys "features.<i>.*" map one to one.
+        self.features = nn.Sequential(*layers)
+        # One 1x1 head (no bias) per stage, on the channels of the stage's last convolution; "lin<i>" in the file.
+        stage_channels = [
+            [m for m in layers[:end] if isinstance(m, nn.Conv2d)][-1].out_channels for end in self.stage_ends
+        ]
+        self.heads = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False, device=device) for c in stage_channels)
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE, device=device).view(1, 3, 1, 1), persistent=False)
+        self._load_weights()
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        super().train(False)
+
+    def _load_weights(self) -> None:
+        features = load_feature_weights(self.net)
+        heads = load_feature_weights(f"lpips-{self.net}")
+        try:
+            self.features.load_state_dict({k.removeprefix("features."): v for k, v in features.items()})
+            self.heads.load_state_dict({k.removeprefix("lin"): v for k, v in heads.items()})
+        except RuntimeError as error:
+            raise ValueError(
+                f"the converted {self.net} / lpips-{self.net} weights in {feature_weights_dir()} do not fit LPIPS "
+                f"({error}); re-run bash scripts/fetch_feature_weights.sh"
+            ) from error
+
+    def train(self, mode: bool = True) -> LPIPS:
+        """Ignore ``mode``: LPIPS is frozen and always stays in eval mode."""
+        return super().train(False)
+
+    def extra_repr(self) -> str:
+        return f"net={self.net}, version=0.1"
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        """Distances (N,) between (N,3,H,W) images in [0,1]."""
+        _check_pair(output, target)
+        n, c, h, w = output.shape
+        if c != 3:
+            raise ValueError(f"expected RGB images (N,3,H,W), got {tuple(output.shape)}")
+        if min(h, w) < LPIPS_MIN_SIZE[self.net]:
+            raise ValueError(
+                f"LPIPS ({self.net}) needs images of at least {LPIPS_MIN_SIZE[self.net]} px a side, got {h}x{w}; "
+                "evaluate(..., lpips=False) or evaluate.py --no_lpips leaves it out"
+            )
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            # 1. Both images in one batch: [0,1] -> [-1,1] -> the networks' input scaling.
+            x = torch.cat([output, target]).float() * 2 - 1
+            x = (x - self.shift) / self.scale
+            distance = torch.zeros(n, device=output.device)
+            start = 0
+            for end, head in zip(self.stage_ends, self.heads, strict=True):
+                # 2. The next ReLU feature map, unit-normalised over channels.
+                x = self.features[start:end](x)
+                start = end
+                unit = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + _LPIPS_EPS)
+                # 3. Learned channel weights of the squared difference, averaged over space.
+                distance = distance + head((unit[:n] - unit[n:]).pow(2)).mean(dim=(1, 2, 3))
+        return distance
+
+
+def lpips_available(net: str = "alexnet") -> bool:
+    """Whether the converted weights LPIPS(``net``) needs are in ``feature_weights_dir()``."""
+    return all(feature_weights_path(name).is_file() for name in (net, f"lpips-{net}"))
+
+
+def _require_lpips_weights(net: str) -> None:
+    for name in (net, f"lpips-{net}"):
+        if not feature_weights_path(name).is_file():
+            raise FileNotFoundError(missing_message(name))
+
+
+@functools.lru_cache(maxsize=8)
+def _lpips_module(net: str, device: torch.device, weights_dir: Path) -> LPIPS:
+    # weights_dir is only part of the key: a changed PCONV_HF_HOME loads afresh. Built outside inference mode so
+    # that a module first made inside evaluate() can later be used where autograd is on.
+    del weights_dir
+    with torch.inference_mode(False):
+        return LPIPS(net, device=device)
+
+
+def lpips(output: Tensor, target: Tensor, net: str = "alexnet") -> Tensor:
+    """LPIPS v0.1 distance per image for (N,3,H,W) images in [0,1], shape (N,); lower is more similar.
+
+    Uses one cached :class:`LPIPS` per (net, device). 0 for identical images; about 0.43 (alexnet) between
+    ``skimage.data.astronaut()`` and its Gaussian blur with sigma 3.
+    """
+    _check_pair(output, target)
+    return _lpips_module(net, output.device, feature_weights_dir())(output, target)
 
 
 def _cv2_inpaint(image: Tensor, valid_mask: Tensor, radius: float, flags: int) -> Tensor:
@@ -149,8 +313,10 @@ def evaluate(
     batch_size: int = 16,
     device: torch.device | str | None = None,
     progress: bool = False,
+    lpips: bool | None = None,
+    seams: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Mean L1 / PSNR / SSIM of ``model_fn`` per hole-ratio bucket on the composite, as in the paper's tables.
+    """Mean L1 / PSNR / SSIM (LPIPS, seam measures) of ``model_fn`` per hole-ratio bucket on the composite.
 
     ``model_fn(image, valid_mask)`` receives the image with holes zeroed (so it cannot see the ground truth)
     and the (N,1,H,W) valid mask, and returns (N,3,H,W). An ``nn.Module`` is put in eval mode for the call
@@ -165,18 +331,32 @@ def evaluate(
         batch_size: batch size for single samples.
         device: where to run ``model_fn`` and the metrics; None keeps the samples' device.
         progress: show a tqdm progress bar.
+        lpips: add LPIPS v0.1 (AlexNet; lower is better). None: when its converted weights are present
+            (``lpips_available()``); True: always (FileNotFoundError if they are missing); False: never.
+        seams: add the boundary-artifact measures of ``pconv_hf.seams``, pooled over the bucket's hole pixels:
+            ``ring`` (error in the 2-px ring inside the hole edge / the next ring inward; OpenCV about 0.6) and
+            ``corner`` (error at hole pixels with 5 valid neighbours / with 4; a dotted edge line makes it high).
 
     Returns:
-        ``{masks.bucket_label(b): {"count", "l1", "psnr", "ssim"}}`` (keys like ``"0.01-0.1"``) for every
-        bucket, in order, then ``"all"`` over every image (including those outside all buckets). Empty
-        buckets have count 0 and NaN metrics.
+        ``{masks.bucket_label(b): {"count", "l1", "psnr", "ssim"[, "lpips"][, "ring", "corner"]}}`` (keys like
+        ``"0.01-0.1"``) for every bucket, in order, then ``"all"`` over every image (including those outside all
+        buckets). Empty buckets have count 0 and NaN metrics.
+
+    Raises:
+        FileNotFoundError: ``lpips=True`` and the LPIPS weights are not there (the message says how to make them).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     labels = [bucket_label(b) for b in buckets] + ["all"]  # also validates the buckets
-    names = ("l1", "psnr", "ssim")
+    if lpips is None:
+        lpips = lpips_available()
+    elif lpips:
+        _require_lpips_weights("alexnet")  # before running any model
+    names = ("l1", "psnr", "ssim", "lpips") if lpips else ("l1", "psnr", "ssim")
     sums = [dict.fromkeys(names, 0.0) for _ in range(len(buckets) + 1)]  # last entry: "all"
     counts = [0] * (len(buckets) + 1)
+    # Seam measures pool pixels, not images: [ring inner sum, count, outer sum, count, corner 5 sum, count, 4 ...]
+    seam_sums = [[0.0] * 8 for _ in range(len(buckets) + 1)]
 
     iterator: Iterable[tuple[Tensor, Tensor]] = samples
     if progress:
@@ -203,26 +383,47 @@ def evaluate(
                     "psnr": psnr(composite, image).tolist(),
                     "ssim": ssim(composite, image).tolist(),
                 }
+                if lpips:
+                    values["lpips"] = _lpips_module("alexnet", composite.device, feature_weights_dir())(
+                        composite, image
+                    ).tolist()
                 # Same definition as masks.hole_ratio: share of pixels below 0.5, exact integer counts.
                 hole_counts = (valid_mask.amin(dim=1) < 0.5).flatten(1).sum(dim=1).tolist()
                 for i, holes in enumerate(hole_counts):
                     index = _bucket_of(holes / (h * w), buckets)
+                    one = slice(i, i + 1)
+                    seam_values = _seam_sums(composite[one], image[one], valid_mask[one]) if seams else ()
                     for target in (len(buckets),) if index is None else (index, len(buckets)):
                         counts[target] += 1
                         for name in names:
                             sums[target][name] += values[name][i]
+                        for j, value in enumerate(seam_values):
+                            seam_sums[target][j] += value
     finally:
         if was_training:
             model_fn.train()
 
-    return {
+    results = {
         label: {"count": count, **{n: s[n] / count if count else math.nan for n in names}}
         for label, count, s in zip(labels, counts, sums, strict=True)
     }
+    if seams:
+        for label, pooled in zip(labels, seam_sums, strict=True):
+            results[label]["ring"] = seam_measures.ratio_of_means(*pooled[:4])
+            results[label]["corner"] = seam_measures.ratio_of_means(*pooled[4:])
+    return results
+
+
+def _seam_sums(output: Tensor, target: Tensor, valid_mask: Tensor) -> tuple[float, ...]:
+    by_neighbours = seam_measures.error_by_valid_neighbours(output, target, valid_mask)
+    return (*seam_measures.ring_error_sums(output, target, valid_mask), *by_neighbours[5], *by_neighbours[4])
 
 
 def format_table(results_by_method: dict[str, dict[str, dict[str, float]]]) -> str:
     """Markdown table in the paper's layout: one row per method, PSNR / SSIM / L1 (%) per bucket.
+
+    When any method's results hold ``"lpips"`` or ``"ring"``, every bucket also gets an "LPIPS ↓" or
+    "ring ↓" column (lower is better; "–" for a method without it).
 
     Args:
         results_by_method: method name -> result of ``evaluate``. Columns follow the first method's buckets.
@@ -230,15 +431,18 @@ def format_table(results_by_method: dict[str, dict[str, dict[str, float]]]) -> s
     if not results_by_method:
         raise ValueError("results_by_method is empty; expected at least one method")
     labels = list(next(iter(results_by_method.values())))
-    header = ["Method"] + [f"{label} {metric}" for label in labels for metric in ("PSNR", "SSIM", "L1 (%)")]
+    columns = [("PSNR", "psnr", "{:.2f}", 1), ("SSIM", "ssim", "{:.3f}", 1), ("L1 (%)", "l1", "{:.2f}", 100)]
+    for header, key in (("LPIPS ↓", "lpips"), ("ring ↓", "ring")):
+        if any(key in row for results in results_by_method.values() for row in results.values()):
+            columns.append((header, key, "{:.3f}", 1))
+    header = ["Method"] + [f"{label} {column[0]}" for label in labels for column in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in results_by_method.items():
         cells = [method]
         for label in labels:
             row = results.get(label)
-            if not row or not row["count"]:
-                cells += ["–"] * 3
-                continue
-            cells += [f"{row['psnr']:.2f}", f"{row['ssim']:.3f}", f"{100 * row['l1']:.2f}"]
+            for _, key, fmt, scale in columns:
+                present = row and row["count"] and key in row
+                cells.append(fmt.format(scale * row[key]) if present else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ holes filled with mid-grey.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -92,12 +93,26 @@ class DecoderBlock(nn.Module):
         last: bool,
         partial: bool,
         upsampling_mode: str,
+        boundary_blend: bool = False,
     ):
         super().__init__()
         conv_class = PartialConv2d if partial else nn.Conv2d
         self.in_channels = in_channels
         self.upsampling_mode = upsampling_mode
-        self.conv = conv_class(in_channels + skip_channels, out_channels, 3, padding=1, bias=last)
+        self.boundary_blend = boundary_blend
+        if boundary_blend:
+            # Two predictions, each renormalised on its own: from the decoder features (everywhere) and from the
+            # known pixels of the 3x3 window (a partial convolution of the skip alone, starting as their mean).
+            # Hole pixels that touch a known pixel blend the two; the others take the features' prediction.
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+            self.known = PartialConv2d(skip_channels, out_channels, 3, padding=1, bias=False)
+            with torch.no_grad():
+                self.known.weight.zero_()
+                for c in range(min(skip_channels, out_channels)):
+                    self.known.weight[c, c] = 1.0 / 9.0
+            self.blend_logit = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+        else:
+            self.conv = conv_class(in_channels + skip_channels, out_channels, 3, padding=1, bias=last)
         self.norm = nn.Identity() if last else nn.BatchNorm2d(out_channels)
         self.activation = nn.Identity() if last else nn.LeakyReLU(0.2, inplace=True)
 
@@ -119,6 +134,11 @@ class DecoderBlock(nn.Module):
             mask = F.interpolate(mask, scale_factor=2, mode="nearest")
             if self.upsampling_mode != "nearest":  # smooth modes spread values into upsampled holes
                 masked_x = masked_x * mask
+            if self.boundary_blend:
+                features = self.conv(masked_x)
+                near, near_mask = self.known(skip, skip_mask)
+                blend = torch.sigmoid(self.blend_logit) * near_mask
+                return features + blend * (near - features), torch.ones_like(mask)
             masked = torch.cat((masked_x, skip * skip_mask), dim=1)
             valid_channels = mask * self.in_channels + valid_channel_count(skip_mask, skip.shape[1])
             x, mask = self.conv.forward_masked(masked, valid_channels)
@@ -148,6 +168,13 @@ class PConvUNet(
             always upsampled with "nearest" so they stay binary.
         conv_type: "partial" (the paper's model) or "plain" (its "Conv" baseline: identical shapes, ordinary
             convolutions, holes filled with 0.5).
+        boundary_blend: (partial only; not in the paper) split the last layer into a prediction from the decoder
+            features and a partial convolution of the known pixels alone (renormalised on its own), and blend
+            them, with a learned weight, at the hole pixels that touch a known pixel. In the paper's last layer
+            the known pixels around a hole pixel add to it in proportion to how many of them are known (the
+            renormalisation runs over the feature channels too, which are valid everywhere), and the
+            half-resolution features cannot tell those pixels apart: hole pixels that stick out into the known
+            area come out wrong, a dotted line along slanted hole edges.
         sample_size: the resolution the model was trained at; ``inpaint()`` works at this size.
     """
 
@@ -159,6 +186,7 @@ class PConvUNet(
         upsampling_mode: Literal["nearest", "bilinear", "bicubic"] = "nearest",
         conv_type: Literal["partial", "plain"] = "partial",
         sample_size: int = 256,
+        boundary_blend: bool = False,
     ):
         super().__init__()
         if not isinstance(layer_size, int) or not 1 <= layer_size <= 10:
@@ -171,6 +199,8 @@ class PConvUNet(
             raise ValueError(f"upsampling_mode must be 'nearest', 'bilinear' or 'bicubic', got {upsampling_mode!r}")
         if conv_type not in ("partial", "plain"):
             raise ValueError(f"conv_type must be 'partial' or 'plain', got {conv_type!r}")
+        if not isinstance(boundary_blend, bool) or (boundary_blend and conv_type != "partial"):
+            raise ValueError(f"boundary_blend must be a bool and needs conv_type='partial', got {boundary_blend!r}")
         if not isinstance(sample_size, int) or sample_size < 2**layer_size or sample_size % 2**layer_size:
             raise ValueError(
                 f"sample_size must be a positive multiple of 2**layer_size = {2**layer_size}, got {sample_size!r}"
@@ -198,6 +228,7 @@ class PConvUNet(
                 last=i == 0,
                 partial=partial,
                 upsampling_mode=upsampling_mode,
+                boundary_blend=boundary_blend and i == 0,
             )
             for i in reversed(range(layer_size))
         )
@@ -269,7 +300,8 @@ class PConvUNet(
                 f"image height and width must be multiples of 2**layer_size = {self.size_multiple}, "
                 f"got {height}x{width}; pad or resize first (inpaint() does this for you)"
             )
-        if not torch.all((mask == 0) | (mask == 1)):
+        # Data-dependent, so torch.export cannot trace it: an exported graph trusts its caller (inpaint() thresholds).
+        if not torch.compiler.is_compiling() and not torch.all((mask == 0) | (mask == 1)):
             raise ValueError("mask must contain only 0 (hole) and 1 (valid); threshold it after resizing")
 
     def freeze_encoder_bn(self, frozen: bool = True) -> PConvUNet:
@@ -297,6 +329,12 @@ class PConvUNet(
         from .inpainting import inpaint
 
         return inpaint(self, image, mask, **kwargs)
+
+    def export_onnx(self, path: str | os.PathLike, opset: int | None = None) -> Path:
+        """Write the network as an ONNX file for ONNX Runtime; see :func:`pconv_hf.onnx.export_onnx`."""
+        from .onnx import export_onnx
+
+        return export_onnx(self, path, opset=opset)
 
     # --- Hub I/O -------------------------------------------------------------------------------------------
 
@@ -425,3 +463,26 @@ def _hub_reachable(model_id: str, cache_dir: str | Path | None, revision: str | 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def add_boundary_blend(model: PConvUNet, blend: float = 0.95) -> PConvUNet:
+    """A copy of a partial ``model`` with ``boundary_blend=True``: the last layer's feature weights become the
+    feature prediction (scaled by the paper's renormalisation at a hole pixel), the known-pixel prediction
+    starts as the mean of the known pixels, and boundary hole pixels start with weight ``blend`` on it."""
+    if model.conv_type != "partial" or model.config.get("boundary_blend"):
+        raise ValueError("add_boundary_blend needs a partial-convolution model with the paper's last layer")
+    upgraded = PConvUNet(**{**model.config, "boundary_blend": True})
+    state = model.state_dict()
+    prefix = f"decoder.{model.layer_size - 1}."
+    old = model.decoder[-1].conv
+    feature_channels = old.in_channels - model.in_channels
+    # At a hole pixel the paper's layer scaled everything by window / valid inputs = all / feature channels.
+    state[prefix + "conv.weight"] = state[prefix + "conv.weight"][:, :feature_channels] * (
+        old.in_channels / feature_channels
+    )
+    fresh = upgraded.state_dict()
+    for name in ("known.weight", "blend_logit"):
+        state[prefix + name] = fresh[prefix + name]
+    state[prefix + "blend_logit"] = torch.full_like(fresh[prefix + "blend_logit"], math.log(blend / (1 - blend)))
+    upgraded.load_state_dict(state)
+    return upgraded.to(device=model.device, dtype=model.dtype).train(model.training)

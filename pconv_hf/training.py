@@ -28,11 +28,15 @@ def loss_weights_at(
 
 
 def flatten_metrics(results: dict[str, dict[str, float]], prefix: str = "val") -> dict[str, float]:
-    """``evaluate`` output -> ``{"val/psnr/0.01-0.1": ..., "val/psnr/all": ...}`` for trackers (counts left out)."""
+    """``evaluate`` output -> ``{"val/psnr/0.01-0.1": ..., "val/psnr/all": ...}`` for trackers.
+
+    Counts are left out; LPIPS is included when ``results`` has it.
+    """
     return {
         f"{prefix}/{metric}/{bucket}": float(row[metric])
         for bucket, row in results.items()
-        for metric in ("l1", "psnr", "ssim")
+        for metric in ("l1", "psnr", "ssim", "lpips")
+        if metric in row
     }
 
 
@@ -43,9 +47,13 @@ def validate(
     device: torch.device | str | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    lpips: bool | None = None,
 ) -> dict[str, dict[str, float]]:
-    """L1 / PSNR / SSIM per hole-ratio bucket on fixed (image, valid mask) samples: ``metrics.evaluate``."""
-    return evaluate(model, samples, batch_size=batch_size, device=device, progress=progress)
+    """L1 / PSNR / SSIM (and LPIPS) per hole-ratio bucket on fixed (image, valid mask) samples: ``metrics.evaluate``.
+
+    ``lpips``: None computes LPIPS when its converted weights are present, True always, False never.
+    """
+    return evaluate(model, samples, batch_size=batch_size, device=device, progress=progress, lpips=lpips)
 
 
 def _to_rgb_cell(tensor: Tensor) -> np.ndarray:

@@ -58,20 +58,23 @@ def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
         for method in methods:
             assert [b for b in results[setting][method]] == [*BUCKETS, "all"]
             assert all(results[setting][method][b]["count"] == 3 for b in BUCKETS)
+            assert all(0 <= results[setting][method][b]["lpips"] < 1 for b in BUCKETS)
     table_rows = [line for line in printed.splitlines() if line.startswith("| ")]
     assert len(table_rows) == 2 * (1 + len(methods))  # header + one row per method, per setting
-    assert all(f"{b} PSNR" in table_rows[0] for b in BUCKETS)
+    assert all(f"{b} PSNR" in table_rows[0] and f"{b} LPIPS ↓" in table_rows[0] for b in BUCKETS)
     for method in methods:
         assert sum(line.startswith(f"| {method} |") for line in table_rows) == 2
 
     # Classical inpainting beats an untrained network on small holes.
     small = results[settings[0]]
     assert small["Telea"]["0.01-0.1"]["psnr"] > small["PConv (pconv)"]["0.01-0.1"]["psnr"]
+    assert small["Telea"]["0.01-0.1"]["lpips"] < small["PConv (pconv)"]["0.01-0.1"]["lpips"]
 
     with open(out / "results.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == len(settings) * len(methods) * (len(BUCKETS) + 1)
     assert {row["method"] for row in rows} == set(methods)
+    assert list(rows[0]) == ["setting", "method", "bucket", "count", "l1", "psnr", "ssim", "lpips"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(results))
     assert saved["meta"]["resolution"] == 64 and len(saved["meta"]["images"]) == 3
@@ -110,7 +113,7 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
                              "--output_dir", str(tmp_path / "eval"), "--device", "cpu"])
     evaluated = results["border margin 0 px (holes anywhere)"]["PConv (run)"]
     for bucket in [*BUCKETS, "all"]:
-        for metric in ("l1", "psnr", "ssim"):
+        for metric in ("l1", "psnr", "ssim", "lpips"):
             assert evaluated[bucket][metric] == pytest.approx(validation["results"][bucket][metric], rel=1e-5)
 
 
@@ -130,3 +133,15 @@ def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path):
     assert meta["masks_per_image"] == 3 and len(meta["images"]) == 3
     with pytest.raises(SystemExit, match="--masks_per_image must be >= 1, got 0"):
         evaluate.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
+
+
+def test_no_lpips_flag(photos, models, tmp_path, capsys):
+    pconv, _ = models
+    results = evaluate.main(["--model", str(pconv), "--data", str(photos), "--baselines", "", "--border_margin", "0",
+                             "--num_images", "1", "--output_dir", str(tmp_path / "out"), "--device", "cpu",
+                             "--no_lpips"])
+    rows = results["border margin 0 px (holes anywhere)"]["PConv (pconv)"]
+    assert all("lpips" not in row for row in rows.values())
+    assert "LPIPS" not in capsys.readouterr().out
+    with open(tmp_path / "out" / "results.csv") as file:
+        assert next(csv.reader(file)) == ["setting", "method", "bucket", "count", "l1", "psnr", "ssim"]

@@ -3,12 +3,13 @@ import dataclasses
 import pytest
 import torch
 import torchvision
+from safetensors.torch import save_file
 
+from pconv_hf.feature_weights import feature_weights_path
 from pconv_hf.losses import (
     FeatureExtractor,
     InpaintingLoss,
     LossWeights,
-    expected_checkpoint_path,
     gram_matrix,
     make_feature_extractor,
     total_variation,
@@ -188,25 +189,29 @@ def test_bad_network_or_weights_raise() -> None:
 
 
 def test_missing_imagenet_weights_name_the_path(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
-    assert expected_checkpoint_path("vgg16") == path
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path))
+    path = tmp_path / "features" / "vgg16-imagenet.safetensors"
+    assert feature_weights_path("vgg16") == path
     with pytest.raises(FileNotFoundError) as info:
         FeatureExtractor("vgg16", weights="imagenet")
     message = str(info.value)
     assert str(path) in message
-    assert "--perceptual_network none" in message and "weights='random'" in message
-    assert not path.exists()  # nothing was downloaded
+    assert "bash scripts/fetch_feature_weights.sh" in message
+    assert not any(tmp_path.iterdir())  # nothing was downloaded or written
 
 
 @pytest.mark.parametrize("network", ["vgg16", "alexnet"])
-def test_imagenet_weights_load_from_local_cache(tmp_path, monkeypatch, network) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.manual_seed(1)
-    state = getattr(torchvision.models, network)().state_dict()  # full torchvision model incl. classifier
-    path = expected_checkpoint_path(network)
+def test_imagenet_weights_load_from_converted_file(tmp_path, monkeypatch, network) -> None:
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path))
+    # A fake converted file: every convolution of torchvision's network, random values (see test_feature_weights).
+    with torch.device("meta"):
+        features = getattr(torchvision.models, network)().features
+    shapes = {f"features.{k}": v.shape for k, v in features.state_dict().items()}
+    generator = torch.Generator().manual_seed(1)
+    state = {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
+    path = feature_weights_path(network)
     path.parent.mkdir(parents=True)
-    torch.save(state, path)
+    save_file(state, path)
 
     extractor = FeatureExtractor(network, weights="imagenet")
     own = extractor.state_dict()

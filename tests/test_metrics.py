@@ -1,18 +1,24 @@
 import math
 
+import cv2
 import numpy as np
 import pytest
 import skimage.data
 import skimage.metrics
 import skimage.transform
+import skimage.util
 import torch
 
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label
 from pconv_hf.metrics import (
+    LPIPS,
     PSNR_MAX_DB,
+    _lpips_module,
     evaluate,
     format_table,
     l1,
+    lpips,
+    lpips_available,
     navier_stokes,
     psnr,
     ssim,
@@ -132,10 +138,12 @@ def test_evaluate_buckets_counts_and_perfect_psnr() -> None:
     assert [results[bucket_label(b)]["count"] for b in HOLE_RATIO_BUCKETS] == [2, 0, 1, 0, 0, 1]
     assert results["all"]["count"] == 6
     assert math.isnan(results[bucket_label(HOLE_RATIO_BUCKETS[1])]["psnr"])
+    assert math.isnan(results[bucket_label(HOLE_RATIO_BUCKETS[1])]["lpips"])
     for row in (results["all"], results[bucket_label(HOLE_RATIO_BUCKETS[0])]):
         assert row["psnr"] == PSNR_MAX_DB
         assert row["ssim"] == pytest.approx(1.0)
         assert row["l1"] == 0.0
+        assert row["lpips"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_evaluate_scores_the_composite_and_accepts_batches() -> None:
@@ -203,3 +211,108 @@ def test_format_table_layout() -> None:
     assert pconv[:4] == ["PConv", "31.23", "0.912", "1.23"]
     assert pconv[4:7] == ["–"] * 3
     assert lines[3].startswith("| Telea |")
+
+
+def test_format_table_lpips_column() -> None:
+    row = {"count": 3, "l1": 0.0123, "psnr": 31.234, "ssim": 0.91234, "lpips": 0.12345}
+    without = {"count": 3, "l1": 0.0123, "psnr": 31.234, "ssim": 0.91234}
+    lines = format_table({"PConv": {"0.01-0.1": row, "all": row}, "Telea": {"0.01-0.1": without, "all": without}})
+    lines = lines.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:5] == ["Method", "0.01-0.1 PSNR", "0.01-0.1 SSIM", "0.01-0.1 L1 (%)", "0.01-0.1 LPIPS ↓"]
+    assert len(header) == 1 + 2 * 4
+    assert [c.strip() for c in lines[2].strip("|").split("|")][:5] == ["PConv", "31.23", "0.912", "1.23", "0.123"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][4] == "–"  # a method without LPIPS
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LPIPS (the converted weights are present in CI: scripts/fetch_feature_weights.sh)
+
+
+@pytest.fixture(scope="module")
+def astronaut_512() -> np.ndarray:
+    return skimage.util.img_as_float(skimage.data.astronaut())  # (512, 512, 3) float64 in [0, 1]
+
+
+def test_lpips_reference_values(astronaut_512) -> None:
+    """0 for identical images; grows with blur; the published v0.1 AlexNet value for a sigma-3 blur."""
+    target = _to_tensor(astronaut_512)
+    same = lpips(target.clone(), target)
+    sigma_1 = lpips(_to_tensor(cv2.GaussianBlur(astronaut_512, (0, 0), 1)), target)
+    sigma_3 = lpips(_to_tensor(cv2.GaussianBlur(astronaut_512, (0, 0), 3)), target)
+    assert same.shape == sigma_3.shape == (1,) and sigma_3.dtype == torch.float32
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    # Measured: 0.1459 and 0.4290, equal to the reference lpips package (blurring the uint8 image instead: 0.426).
+    assert sigma_1.item() == pytest.approx(0.145, abs=0.005)
+    assert sigma_3.item() == pytest.approx(0.426, abs=0.005)
+    assert 0 < sigma_1.item() < sigma_3.item()
+
+
+def test_lpips_symmetric_batch_consistent_and_float32(astronaut) -> None:
+    target = _to_tensor(astronaut)  # 64 px
+    blurred = _to_tensor(cv2.GaussianBlur(astronaut, (0, 0), 2))
+    noisy = _to_tensor(np.clip(astronaut + np.random.default_rng(0).normal(0, 0.1, astronaut.shape), 0, 1))
+    singles = torch.cat([lpips(blurred, target), lpips(noisy, target)])
+    batch = lpips(torch.cat([blurred, noisy]), torch.cat([target, target]))
+    torch.testing.assert_close(batch, singles, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lpips(target, blurred), lpips(blurred, target), rtol=1e-5, atol=1e-6)
+    assert (singles > 0.01).all()
+    # Half-precision input under autocast is computed in float32.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = lpips(blurred.bfloat16(), target.bfloat16())
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(singles[0].item(), abs=0.01)
+
+
+def test_lpips_vgg16_grows_with_blur(astronaut) -> None:
+    target = _to_tensor(astronaut)
+    values = [lpips(_to_tensor(cv2.GaussianBlur(astronaut, (0, 0), s)), target, net="vgg16").item() for s in (1, 3)]
+    assert lpips(target, target, net="vgg16").item() == pytest.approx(0.0, abs=1e-6)
+    assert 0 < values[0] < values[1]
+
+
+def test_lpips_module_is_frozen_and_gives_gradients(astronaut) -> None:
+    module = LPIPS()
+    parent = torch.nn.Sequential(module).train()
+    assert not module.training and not parent[0].training
+    assert not any(p.requires_grad for p in module.parameters())
+    assert "net=alexnet" in repr(module)
+    # lpips() after evaluate() built its cached module in inference mode still works with autograd.
+    _lpips_module.cache_clear()
+    evaluate(lambda image, valid_mask: image, [(_to_tensor(astronaut)[0], _valid_mask(64, 500))])
+    output = _to_tensor(astronaut).requires_grad_()
+    lpips(output * 0.5, _to_tensor(astronaut)).sum().backward()
+    assert output.grad is not None and output.grad.abs().sum() > 0
+
+
+def test_lpips_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="net must be one of"):
+        LPIPS("resnet")
+    with pytest.raises(ValueError, match="at least 31 px"):
+        lpips(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="RGB"):
+        lpips(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"\(1, 3, 64, 63\)"):
+        lpips(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 63))
+
+
+def test_evaluate_lpips_switch_and_missing_weights(astronaut, tmp_path, monkeypatch) -> None:
+    image = _to_tensor(astronaut)[0]
+    samples = [(image, _valid_mask(64, 500))]
+    assert lpips_available()
+    with_lpips = evaluate(telea, samples)
+    assert all(set(row) == {"count", "l1", "psnr", "ssim", "lpips"} for row in with_lpips.values())
+    assert 0 < with_lpips["all"]["lpips"] < 0.5
+    without = evaluate(telea, samples, lpips=False)
+    assert all(set(row) == {"count", "l1", "psnr", "ssim"} for row in without.values())
+    assert without["all"]["psnr"] == with_lpips["all"]["psnr"]
+
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path))  # empty: no converted weights
+    assert not lpips_available()
+    assert "lpips" not in evaluate(telea, samples)["all"]  # None: only when the weights are there
+    with pytest.raises(FileNotFoundError) as info:
+        evaluate(telea, samples, lpips=True)
+    assert str(tmp_path / "features" / "alexnet-imagenet.safetensors") in str(info.value)
+    assert "bash scripts/fetch_feature_weights.sh" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="fetch_feature_weights.sh"):
+        lpips(image[None], image[None])  # the cached module is not reused for another weights folder

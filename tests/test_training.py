@@ -34,7 +34,7 @@ from pconv_hf.data import (  # noqa: E402
     rank_stream,
 )
 from pconv_hf.losses import LossWeights  # noqa: E402
-from pconv_hf.training import loss_weights_at  # noqa: E402
+from pconv_hf.training import flatten_metrics, loss_weights_at  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "moon", "page")
 TINY = ["--resolution", "64", "--layer_size", "5", "--base_channels", "8", "--train_batch_size", "2",
@@ -82,7 +82,8 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
 # End to end
 
 
-def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path):
+def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "out"
     result = train("--train_data", str(photo_dir), "--validation_data", str(val_dir), "--output_dir", str(out),
                    "--max_train_steps", "3", "--checkpointing_steps", "2", "--validation_steps", "2",
@@ -108,6 +109,8 @@ def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path):
     assert set(entries[-1]["results"]) == {"0.01-0.1", "0.1-0.2", "0.2-0.3", "0.3-0.4", "0.4-0.5", "0.5-0.6", "all"}
     assert entries[-1]["results"]["all"]["count"] == 3 * 6
     assert 0 < entries[-1]["results"]["all"]["psnr"] < 100
+    assert 0 < entries[-1]["results"]["all"]["lpips"] < 1  # the LPIPS weights are converted in CI
+    assert " LPIPS " in caplog.text
     args = json.loads((out / "training_args.json").read_text())
     assert args["learning_rate"] == 2e-4 and args["perceptual_network"] == "none"
     assert set(result["last_logs"]) >= {"loss/valid", "loss/hole", "loss/tv", "loss/total"}
@@ -123,6 +126,14 @@ def test_train_with_random_vgg_features(photo_dir, tmp_path, caplog):
     assert np.isfinite(result["last_logs"]["loss/style"]) and result["last_logs"]["loss/perceptual"] > 0
     assert "RANDOMLY INITIALISED vgg16" in caplog.text
     PConvUNet.from_pretrained(tmp_path / "out")
+
+
+def test_flatten_metrics_includes_lpips_when_present():
+    row = {"count": 2, "l1": 0.1, "psnr": 20.0, "ssim": 0.5}
+    assert flatten_metrics({"all": row}) == {"val/l1/all": 0.1, "val/psnr/all": 20.0, "val/ssim/all": 0.5}
+    flat = flatten_metrics({"0.01-0.1": {**row, "lpips": 0.25}, "all": {**row, "lpips": 0.5}}, prefix="eval")
+    assert flat["eval/lpips/0.01-0.1"] == 0.25 and flat["eval/lpips/all"] == 0.5
+    assert len(flat) == 8  # four metrics x two buckets, no counts
 
 
 def test_style_schedule():
@@ -270,14 +281,14 @@ def test_channels_last_trains_the_same_model(photo_dir, tmp_path):
 
 
 def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "empty_pconv_hf_home"))
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as error:
         train("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "2",
               "--perceptual_network", "vgg16", "--perceptual_weights", "imagenet")
     message = str(error.value.code)
-    assert str(tmp_path / "empty_torch_home") in message
-    assert "--perceptual_network none" in message
+    assert str(tmp_path / "empty_pconv_hf_home" / "features" / "vgg16-imagenet.safetensors") in message
+    assert "bash scripts/fetch_feature_weights.sh" in message
     assert not out.exists()  # stopped before any data, model or output work
 
 
