@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--perceptual_weights", default="imagenet", choices=["imagenet", "random"],
                       help="imagenet (from the local torch hub cache; never downloaded) or random (fixed-seed "
                       "random init, NOT the paper's loss).")
+    loss.add_argument("--lambda_ssim", type=float, default=paper.ssim, help="Weight of 1 - SSIM of the composite "
+                      "(not in the paper).")
     loss.add_argument("--perceptual_resolution", type=int, default=None, help="Resize images to this square size "
                       "before the feature network (default: the training resolution, as in the paper); 128 at "
                       "256 px costs about a quarter.")
@@ -308,9 +310,11 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.perceptual_weights == "random":
         logger.warning(f"perceptual/style features from a RANDOMLY INITIALISED {args.perceptual_network} "
                        "(--perceptual_weights random): not the paper's loss")
-    loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution).to(accelerator.device)
+    loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution, ssim=args.lambda_ssim > 0).to(
+        accelerator.device
+    )
     weights = LossWeights(args.lambda_valid, args.lambda_hole, args.lambda_perceptual, args.lambda_style,
-                          args.lambda_tv, args.lambda_boundary)
+                          args.lambda_tv, args.lambda_boundary, args.lambda_ssim)
 
     # 2. Model: fresh, or weights (and architecture) from --init_from.
     set_seed(args.seed)

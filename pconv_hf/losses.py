@@ -12,6 +12,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .feature_weights import TORCHVISION_CONV_INDICES, feature_weights_path, load_feature_weights
 
@@ -36,6 +37,8 @@ class LossWeights:
     tv: float = 0.1
     # Not in the paper: extra L1 weight on the hole pixels that touch a known pixel (see ``boundary_ring``).
     boundary: float = 0.0
+    # Not in the paper: 1 - SSIM of the composite (the structure term of the evaluation tables).
+    ssim: float = 0.0
 
 
 def _vgg16_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
@@ -224,10 +227,14 @@ class InpaintingLoss(nn.Module):
         feature_extractor: network for the perceptual and style terms; None drops those terms.
         feature_resolution: resize images to this square size (antialiased) before the feature network;
             None keeps the training resolution (the paper). 128 at 256 px training costs a quarter of the time.
+        ssim: also return ``ssim``, 1 - SSIM of the composite (11x11 Gaussian window; images of at least 11 px).
     """
 
-    def __init__(self, feature_extractor: FeatureExtractor | None, feature_resolution: int | None = None) -> None:
+    def __init__(
+        self, feature_extractor: FeatureExtractor | None, feature_resolution: int | None = None, ssim: bool = False
+    ) -> None:
         super().__init__()
+        self.ssim = ssim
         if feature_resolution is not None and (not isinstance(feature_resolution, int) or feature_resolution < 32):
             raise ValueError(f"feature_resolution must be None or an int >= 32, got {feature_resolution!r}")
         self.feature_extractor = feature_extractor
@@ -247,7 +254,7 @@ class InpaintingLoss(nn.Module):
             output: (N,3,H,W) raw network output.
 
         Returns:
-            Scalars ``valid``, ``hole``, ``boundary``, ``tv`` and, with a feature extractor, ``perceptual`` and
+            Scalars ``valid``, ``hole``, ``boundary``, ``tv``, ``ssim`` if asked for, and, with a feature extractor, ``perceptual`` and
             ``style``
             (``style`` = style_out + style_comp).
         """
@@ -293,6 +300,10 @@ class InpaintingLoss(nn.Module):
             )
 
         terms["tv"] = total_variation(composite, hole_mask)
+        if self.ssim:
+            with torch.autocast(device_type=composite.device.type, enabled=False):
+                similarity = structural_similarity_index_measure(composite.float(), image_gt.float(), data_range=1.0)
+            terms["ssim"] = 1 - similarity
         return terms
 
 

@@ -34,6 +34,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_loss_weights_are_papers_defaults() -> None:
     assert LossWeights() == LossWeights(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)
+    assert LossWeights().boundary == LossWeights().ssim == 0.0  # not in the paper: off by default
     with pytest.raises(dataclasses.FrozenInstanceError):
         LossWeights().hole = 1.0  # type: ignore[misc]
 
@@ -78,23 +79,25 @@ def test_three_channel_mask_matches_one_channel(batch) -> None:
 
 def test_no_feature_terms_without_extractor(batch) -> None:
     terms = InpaintingLoss(None)(*batch)
-    assert set(terms) == {"valid", "hole", "tv"}
+    assert set(terms) == {"valid", "hole", "boundary", "tv"}
     assert make_feature_extractor("none") is None
 
 
 def test_all_terms_zero_when_output_equals_gt(batch, extractor) -> None:
     gt, valid_mask, _ = batch
-    terms = InpaintingLoss(extractor)(gt, valid_mask, gt.clone())
-    assert set(terms) == {"valid", "hole", "perceptual", "style", "tv"}
-    for name in ("valid", "hole", "perceptual", "style"):
+    terms = InpaintingLoss(extractor, ssim=True)(gt, valid_mask, gt.clone())
+    assert set(terms) == {"valid", "hole", "boundary", "perceptual", "style", "tv", "ssim"}
+    for name in ("valid", "hole", "boundary", "perceptual", "style"):
         assert terms[name].item() == 0.0, name
+    assert terms["ssim"].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_feature_terms_positive_when_output_differs(batch, extractor) -> None:
-    terms = InpaintingLoss(extractor)(*batch)
+    terms = InpaintingLoss(extractor, ssim=True)(*batch)
     assert terms["perceptual"].item() > 0
     assert terms["style"].item() > 0
     assert terms["tv"].item() > 0
+    assert terms["ssim"].item() > 0
     assert all(t.ndim == 0 for t in terms.values())
 
 
