@@ -18,6 +18,7 @@ import torch
 from .inpainting import ImageLike
 from .layers import PartialConv2d
 from .model import PConvUNet
+from .onnx import OnnxInpainter, execution_providers, is_onnx_file
 
 __version__ = "0.1.0"
 
@@ -29,11 +30,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(name_or_path: str | Path | None = None, device: str | torch.device | None = None) -> PConvUNet:
+def load_model(
+    name_or_path: str | Path | None = None, device: str | torch.device | None = None
+) -> PConvUNet | OnnxInpainter:
     """A PConvUNet in eval mode from a saved directory or Hub id; the bundled model when None.
 
+    A ``.onnx`` file (from ``PConvUNet.export_onnx`` or ``pconv-export``) gives an :class:`OnnxInpainter` that
+    runs the network on ONNX Runtime; ``.inpaint()`` and ``inpaint()`` work the same with either.
     ``device`` defaults to CUDA when available, else CPU.
     """
+    if name_or_path is not None and is_onnx_file(name_or_path):
+        return OnnxInpainter(name_or_path, providers=execution_providers(device))
     device = default_device() if device is None else torch.device(device)
     if name_or_path is None and not DEFAULT_CHECKPOINT.is_dir():
         raise ValueError(
@@ -43,7 +50,9 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     return PConvUNet.from_pretrained(DEFAULT_CHECKPOINT if name_or_path is None else name_or_path, map_location=device)
 
 
-def inpaint(image: ImageLike, mask: ImageLike, model: PConvUNet | None = None, **kwargs: Any) -> ImageLike:
+def inpaint(
+    image: ImageLike, mask: ImageLike, model: PConvUNet | OnnxInpainter | None = None, **kwargs: Any
+) -> ImageLike:
     """Fill the white (nonzero) area of ``mask`` in ``image`` with ``model`` (the bundled one by default).
 
     See :func:`pconv_hf.inpainting.inpaint` for the options (strategy, dilate, dtype, ...).
@@ -59,4 +68,12 @@ def _bundled_model() -> PConvUNet:
     return load_model()
 
 
-__all__ = ["DEFAULT_CHECKPOINT", "PConvUNet", "PartialConv2d", "inpaint", "load_model", "__version__"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "OnnxInpainter",
+    "PConvUNet",
+    "PartialConv2d",
+    "inpaint",
+    "load_model",
+    "__version__",
+]

@@ -12,19 +12,17 @@ native resolution (memory grows with the photo).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
-
-if TYPE_CHECKING:
-    from .model import PConvUNet
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 Strategy = Literal["crop", "resize", "full"]
@@ -35,8 +33,31 @@ _PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr",
 _MAX_WINDOWS = 256
 
 
+class InpaintingNetwork(Protocol):
+    """What ``inpaint()`` needs from a model: a :class:`~pconv_hf.PConvUNet` or an ONNX Runtime
+    :class:`~pconv_hf.onnx.OnnxInpainter`.
+
+    ``network(image, valid_mask)`` maps images (N, C, H, W) in [0, 1] and masks (N, 1, H, W) of {0, 1}
+    (1 = valid), both given on ``device`` in ``dtype``, to the network output (N, C, H, W); H and W are
+    multiples of ``size_multiple``.
+    """
+
+    sample_size: int
+
+    @property
+    def size_multiple(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def __call__(self, image: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor: ...
+
+
 def inpaint(
-    model: PConvUNet,
+    model: InpaintingNetwork,
     image: ImageLike,
     mask: ImageLike,
     *,
@@ -50,7 +71,8 @@ def inpaint(
     """Fill the white (nonzero) area of ``mask`` in ``image``.
 
     Args:
-        model: the network; it runs on its own device (move it with ``.to("cuda")``).
+        model: the network (any :class:`InpaintingNetwork`); a PConvUNet runs on its own device (move it with
+            ``.to("cuda")``), an ``OnnxInpainter`` on its ONNX Runtime providers.
         image: a PIL image (any mode: RGB, RGBA, L, 16-bit, palette, CMYK, ...), a numpy array (H, W),
             (H, W, 1|3|4) of uint8, uint16 or float in [0, 1], a tensor (H, W), (C, H, W) or (1, C, H, W)
             of uint8 or float in [0, 1], or a file path.
@@ -63,7 +85,8 @@ def inpaint(
             model sees enough surroundings; larger windows are downscaled to ``resolution``.
         dilate: grow the mask by this many pixels first (covers halos around painted objects).
         batch_size: windows per forward pass.
-        dtype: autocast dtype for the forward pass, e.g. ``torch.bfloat16``; None runs in the model's dtype.
+        dtype: autocast dtype for the forward pass of a PyTorch model, e.g. ``torch.bfloat16``; None runs in the
+            model's dtype.
 
     Returns:
         The same kind of object as ``image`` (a path gives a PIL image), same size and mode family: palette
@@ -80,6 +103,8 @@ def inpaint(
         raise ValueError(f"context must be >= 1, got {context!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if dtype is not None and not isinstance(model, torch.nn.Module):
+        raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
 
     source = to_source(image)
     hole_mask = to_hole_mask(mask, source.height, source.width)
@@ -94,15 +119,11 @@ def inpaint(
     scale_to = None if strategy == "full" else resolution
 
     patches = []
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for start in range(0, len(boxes), batch_size):
             chunk = boxes[start : start + batch_size]
             predictions = _predict_windows(model, source, hole_mask, chunk, scale_to, dtype)
             patches.extend(zip(chunk, predictions))
-    finally:
-        model.train(was_training)
     return source.compose([(box, prediction, _crop(hole_mask, box)) for box, prediction in patches])
 
 
@@ -178,9 +199,23 @@ def _crop(array: np.ndarray, box: Box) -> np.ndarray:
 # --- running the model -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _eval_mode(model: InpaintingNetwork) -> Iterator[None]:
+    """A PyTorch model runs in eval mode (BatchNorm's running statistics) and gets its mode back afterwards."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.inference_mode()
 def _predict_windows(
-    model: PConvUNet,
+    model: InpaintingNetwork,
     source: Source,
     hole_mask: np.ndarray,
     boxes: list[Box],

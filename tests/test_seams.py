@@ -173,3 +173,23 @@ def test_multiscale_crop_covers_native_to_whole_scale():
     # Native-scale crops keep the noise's contrast; whole-photo crops average it away.
     contrasts = sorted(float(np.asarray(crop, np.float32).std()) for crop in crops)
     assert contrasts[-1] > 1.5 * contrasts[0]
+
+
+def test_evaluate_reports_the_ring_ratio_per_bucket():
+    from pconv_hf.metrics import evaluate
+
+    images = smooth_images(2)
+    masks = stroke_masks(64, angles=(30, 70), widths=(14,))
+    samples = [(images[i], masks[i]) for i in range(2)]
+
+    def perfect(image, valid):
+        return images[: len(image)]
+
+    def with_edge_line(image, valid):
+        inner, _ = boundary_rings(valid, width=1)
+        return images[: len(image)] + 0.02 + 0.3 * inner.float()
+
+    clean = evaluate(perfect, samples, lpips=False)["all"]
+    lined = evaluate(with_edge_line, samples, lpips=False)["all"]
+    assert clean["ring"] == 1.0
+    assert lined["ring"] > 2.0 and lined["ssim"] < clean["ssim"]
