@@ -19,10 +19,11 @@ The comparison with the input gives a per-pixel heat map and a per-image score::
 ``mse_map`` is the squared difference of the images standardised with the training set's per-channel std,
 after a Gaussian blur of ``blur_sigma`` pixels: comparing local means lets fine texture that nothing can predict
 average out while a coherent defect remains (``blur_sigma`` 0 is the plain per-pixel MSE). ``feature_map`` is the
-distance of unit-normalised AlexNet or VGG16 features (as in LPIPS, without learned
-weights), averaged over three stages and upsampled to the image. ``mse_scale`` and ``perceptual_scale`` are the
-two terms' means over the clean validation images (1 until calibrated), so a score of 1 is a typical clean
-image and lambda weighs two terms of comparable size.
+distance of unit-normalised AlexNet or VGG16 features (as in LPIPS, without learned weights), averaged over three
+stages and upsampled to the image; by default (``resolve_features``) ImageNet VGG16 when its converted weights are
+present (``bash scripts/fetch_feature_weights.sh``), else the pixel term alone. ``mse_scale`` and
+``perceptual_scale`` are the two terms' means over the clean validation images (1 until calibrated), so a score of
+1 is a typical clean image and lambda weighs two terms of comparable size.
 
 Conventions: a **higher score is more anomalous**; an image is predicted **defective iff score >= threshold**;
 labels are **1 = defective** (the positive class) and **0 = good**.
@@ -48,6 +49,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from .data import decode_image, resize_square, to_tensor
+from .feature_weights import feature_weights_path
 from .losses import FeatureExtractor, make_feature_extractor
 from .masks import IMAGE_SUFFIXES
 from .model import PConvUNet
@@ -57,6 +59,8 @@ MODES = ("autoencoder", "inpainting")
 FEATURE_NETWORKS = ("vgg16", "alexnet", "none")
 FEATURE_WEIGHTS = ("imagenet", "random")
 DEFECT_KINDS = ("circle", "scratch", "stain")
+DEFAULT_FEATURE_NETWORK = "vgg16"
+DEFAULT_MSE_WEIGHT = 0.5
 
 STD_FLOOR = 1 / 255
 """Smallest per-channel std used to standardise errors: one 8-bit level, so a flat channel cannot divide by 0."""
@@ -78,7 +82,9 @@ class AnomalyConfig:
         resolution: images are resized (whole, aspect ratio not kept) to this square size.
         mse_weight: lambda, the weight of the pixel term; ``1 - mse_weight`` weighs the feature term.
         feature_network: ``"vgg16"``, ``"alexnet"`` or ``"none"`` (pixel term only; needs ``mse_weight`` 1).
-        feature_weights: ``"imagenet"`` (local torch hub cache only, as the losses) or ``"random"``.
+        feature_weights: ``"imagenet"`` (the files ``bash scripts/fetch_feature_weights.sh`` converts; never
+            downloaded) or ``"random"``. These defaults are explicit: ``resolve_features`` is what ``fit`` uses to
+            choose them when the user does not.
         grid_cells: inpainting mode: cells per image side.
         grid_period: inpainting mode: the passes are ``grid_period ** 2`` interleaved sets of cells.
         blur_sigma: Gaussian blur (pixels at ``resolution``) of the difference before squaring; None means
@@ -95,8 +101,8 @@ class AnomalyConfig:
 
     mode: str = "inpainting"
     resolution: int = 256
-    mse_weight: float = 0.5
-    feature_network: str = "vgg16"
+    mse_weight: float = DEFAULT_MSE_WEIGHT
+    feature_network: str = DEFAULT_FEATURE_NETWORK
     feature_weights: str = "imagenet"
     grid_cells: int = 8
     grid_period: int = 2
@@ -164,6 +170,33 @@ class AnomalyConfig:
         if unknown:
             raise ValueError(f"{path} has unknown keys {unknown}; expected a subset of {sorted(known)}")
         return cls(**values)
+
+
+def resolve_features(
+    network: str | None = None, weights: str | None = None, mse_weight: float | None = None
+) -> tuple[str, str, float, str | None]:
+    """The feature term ``fit`` stores: ``(feature_network, feature_weights, mse_weight, note)``.
+
+    With none of the three set, ImageNet ``DEFAULT_FEATURE_NETWORK`` features at lambda ``DEFAULT_MSE_WEIGHT``
+    when their converted file exists, else the pixel term alone (``"none"``, lambda 1) and a one-line ``note``
+    saying so and how to get the features. Anything the user sets is kept and the rest filled in without looking
+    at the disk: ``imagenet`` asked for (or implied by a network or a lambda below 1) still fails loudly, with
+    the how-to, when the file is missing (``AnomalyDetector``). ``note`` is None unless the fallback happened.
+    """
+    if network is None and weights is None and mse_weight is None:
+        path = feature_weights_path(DEFAULT_FEATURE_NETWORK)
+        if path.is_file():
+            return DEFAULT_FEATURE_NETWORK, "imagenet", DEFAULT_MSE_WEIGHT, None
+        note = (
+            f"no ImageNet {DEFAULT_FEATURE_NETWORK} features at {path}, so the score is the pixel term only "
+            "(--feature_network none); `bash scripts/fetch_feature_weights.sh` converts them once"
+        )
+        return "none", "imagenet", 1.0, note
+    network = DEFAULT_FEATURE_NETWORK if network is None else network
+    weights = "imagenet" if weights is None else weights
+    if mse_weight is None:
+        mse_weight = 1.0 if network == "none" else DEFAULT_MSE_WEIGHT
+    return network, weights, mse_weight, None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -434,7 +467,8 @@ class AnomalyDetector:
     """A trained ``PConvUNet``, its ``AnomalyConfig`` and the feature network: images in, scores and heat maps out.
 
     Raises:
-        FileNotFoundError: the config asks for ImageNet features and they are not in the local torch hub cache.
+        FileNotFoundError: the config asks for ImageNet features and their converted file is missing (the
+            message names it and ``bash scripts/fetch_feature_weights.sh``).
     """
 
     def __init__(self, model: PConvUNet, config: AnomalyConfig, device: str | torch.device | None = None) -> None:
@@ -457,8 +491,8 @@ class AnomalyDetector:
                 extractor = make_feature_extractor(config.feature_network, config.feature_weights)
             except FileNotFoundError as error:
                 raise FileNotFoundError(
-                    f"{error}\nFor anomaly scoring: fit with --feature_network none (pixel term only) or "
-                    f"--feature_weights random instead."
+                    f"{error}\nThis anomaly config scores with ImageNet {config.feature_network} features; without "
+                    f"them, fit with --feature_network none (pixel term only) or --feature_weights random instead."
                 ) from None
             self.feature_extractor = extractor.to(self.device)
 

@@ -90,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--synthetic_defect_kinds", default="circle,scratch,stain", help="kinds for --synthetic_defects")
     scoring = fit.add_argument_group("scoring (stored in anomaly.json)")
     scoring.add_argument("--mse_weight", type=float, default=None,
-                         help="lambda: score = lambda*MSE + (1-lambda)*perceptual (default 0.5; 1 with "
-                         "--feature_network none)")
-    scoring.add_argument("--feature_network", choices=["vgg16", "alexnet", "none"], default="vgg16",
-                         help="network of the perceptual term")
-    scoring.add_argument("--feature_weights", choices=["imagenet", "random"], default="imagenet",
-                         help="imagenet: from the local torch hub cache only (never downloaded); random: "
-                         "fixed-seed random init")
+                         help="lambda: score = lambda*MSE + (1-lambda)*perceptual (default 0.5; 1 without a "
+                         "feature term, --feature_network none)")
+    scoring.add_argument("--feature_network", choices=["vgg16", "alexnet", "none"], default=None,
+                         help="network of the perceptual term (default: vgg16 with ImageNet weights when they are "
+                         "converted, else none, with a note; see --feature_weights)")
+    scoring.add_argument("--feature_weights", choices=["imagenet", "random"], default=None,
+                         help="imagenet (default): converted once by `bash scripts/fetch_feature_weights.sh`, never "
+                         "downloaded; asked for and missing, fit stops before training. random: fixed-seed random "
+                         "init")
     scoring.add_argument("--grid_cells", type=int, default=8, help="inpainting mode: grid cells per image side")
     scoring.add_argument("--grid_period", type=int, default=2,
                          help="inpainting mode: period**2 passes (2 = checkerboard in both directions, 4 passes)")
@@ -214,7 +216,9 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
     from .model import PConvUNet
 
     layer_size = args.layer_size if args.layer_size is not None else max(1, int(math.log2(args.resolution)) - 1)
-    mse_weight = args.mse_weight if args.mse_weight is not None else (1.0 if args.feature_network == "none" else 0.5)
+    feature_network, feature_weights, mse_weight, note = anomaly.resolve_features(
+        args.feature_network, args.feature_weights, args.mse_weight
+    )
     if args.max_train_steps < 1 or args.train_batch_size < 1:
         raise CliError("--max_train_steps and --train_batch_size must be >= 1")
     if args.resolution % 2**layer_size:
@@ -230,12 +234,14 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
 
     # 1. Everything that can fail cheaply fails before training: config values and the feature network.
     config = anomaly.AnomalyConfig(
-        mode=args.mode, resolution=args.resolution, mse_weight=mse_weight, feature_network=args.feature_network,
-        feature_weights=args.feature_weights, grid_cells=args.grid_cells, grid_period=args.grid_period,
+        mode=args.mode, resolution=args.resolution, mse_weight=mse_weight, feature_network=feature_network,
+        feature_weights=feature_weights, grid_cells=args.grid_cells, grid_period=args.grid_period,
     )
     probe = PConvUNet(layer_size=layer_size, base_channels=1, sample_size=args.resolution,
                       conv_type="plain" if args.mode == "autoencoder" else "partial")
     anomaly.AnomalyDetector(probe, config)  # loads the feature network: a missing checkpoint stops here
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     train_accelerate = _train_module()
 
     # 2. Deterministic split, materialised as two folders of links for train_accelerate.py.

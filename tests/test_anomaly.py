@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from pconv_hf import PConvUNet, anomaly, anomaly_cli
 from pconv_hf.data import TrainingStream, load_examples, make_mask_source, rank_stream, to_tensor
+from pconv_hf.feature_weights import feature_weights_path
+from pconv_hf.losses import FeatureExtractor
 
 TEXTURES = {"grass": (0.55, 1.0, 0.45), "gravel": (1.0, 0.92, 0.8), "brick": (1.0, 0.62, 0.5)}  # RGB tints
 TILE = 64
@@ -83,11 +86,11 @@ def paste_defect(tile: np.ndarray, kind: str, rng: np.random.Generator) -> np.nd
     return out
 
 
-@pytest.fixture(scope="module")
-def textures(tmp_path_factory) -> dict:
-    """The training tiles as files; the test tiles clean and, each twice, with a circle and with a scratch."""
+def make_textures(clean_dir: Path) -> dict:
+    """The training tiles as files in ``clean_dir``; the test tiles clean and, each twice, with a circle and with a
+    scratch (the same defects every call). benchmarks/bench_anomaly.py measures on exactly these."""
     train, test = texture_tiles()
-    clean_dir = tmp_path_factory.mktemp("clean")
+    clean_dir.mkdir(parents=True, exist_ok=True)
     for name, tile in train:
         Image.fromarray(tile).save(clean_dir / f"{name}.png")
     rng = np.random.default_rng(100)
@@ -99,10 +102,20 @@ def textures(tmp_path_factory) -> dict:
     }
 
 
+@pytest.fixture(scope="module")
+def textures(tmp_path_factory) -> dict:
+    return make_textures(tmp_path_factory.mktemp("clean"))
+
+
 def detection_aucs(detector: anomaly.AnomalyDetector, textures: dict) -> dict[str, float]:
     """ROC-AUC of clean vs defective test tiles, per texture (one product type, as a model is used) and pooled."""
     clean = detector(torch.stack([image for _, image in textures["test_clean"]])).score.tolist()
     defective = detector(torch.stack([image for _, image in textures["test_defective"]])).score.tolist()
+    return texture_aucs(clean, defective, textures)
+
+
+def texture_aucs(clean: list[float], defective: list[float], textures: dict) -> dict[str, float]:
+    """``detection_aucs`` from the scores of ``textures["test_clean"]`` and ``textures["test_defective"]``."""
     aucs = {}
     for texture in TEXTURES:
         good = [s for (t, _), s in zip(textures["test_clean"], clean) if t == texture]
@@ -501,12 +514,72 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     assert "broken.png" in str(error.value.code)
 
 
-def test_missing_imagenet_weights_stop_fit_before_training(textures, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+# ---------------------------------------------------------------------------------------------------------
+# ImageNet features: the default when converted, a one-line note when not, a clear error when asked for
+
+
+def fake_imagenet_features(home: Path, network: str = "vgg16") -> dict[str, torch.Tensor]:
+    """A stand-in for the converted file under ``home`` (PCONV_HF_HOME): the convolutions the extractor uses, with
+    fixed random values; returns them."""
+    state = {f"features.{k}": v for k, v in FeatureExtractor(network, "random").features.state_dict().items()}
+    path = home / "features" / feature_weights_path(network).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
+    return state
+
+
+def test_default_features_are_imagenet_when_converted(tmp_path, monkeypatch):
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path))
+    network, weights, mse_weight, note = anomaly.resolve_features()
+    assert (network, weights, mse_weight) == ("none", "imagenet", 1.0)  # nothing converted: the pixel term alone
+    assert str(tmp_path / "features" / "vgg16-imagenet.safetensors") in note
+    assert "bash scripts/fetch_feature_weights.sh" in note and "\n" not in note
+    # Whatever the user sets is kept and never silently replaced (a missing file then stops fit, see below).
+    assert anomaly.resolve_features("alexnet") == ("alexnet", "imagenet", 0.5, None)
+    assert anomaly.resolve_features(weights="random") == ("vgg16", "random", 0.5, None)
+    assert anomaly.resolve_features(mse_weight=0.3) == ("vgg16", "imagenet", 0.3, None)
+    assert anomaly.resolve_features("none") == ("none", "imagenet", 1.0, None)
+
+    state = fake_imagenet_features(tmp_path)
+    assert anomaly.resolve_features() == ("vgg16", "imagenet", 0.5, None)
+    model = PConvUNet(layer_size=5, base_channels=8, sample_size=64, conv_type="plain")
+    detector = anomaly.AnomalyDetector(model, anomaly.AnomalyConfig(mode="autoencoder", resolution=64))
+    for key, value in detector.feature_extractor.features.state_dict().items():
+        assert torch.equal(value, state[f"features.{key}"]), key
+
+
+@pytest.mark.parametrize("converted", [True, False])
+def test_fit_without_feature_flags_uses_imagenet_when_converted(tmp_path, monkeypatch, capsys, converted):
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "home"))
+    if converted:
+        fake_imagenet_features(tmp_path / "home")
+    train, _ = texture_tiles()
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    for name, tile in train[::12]:
+        Image.fromarray(tile).save(clean_dir / f"{name}.png")
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as error:
-        anomaly_cli.main(["fit", "--train_dir", str(textures["clean_dir"]), "--output_dir", str(out), "--mode",
-                          "inpainting", "--feature_network", "alexnet", *TINY, "--max_train_steps", "2"])
-    message = str(error.value.code)
-    assert str(tmp_path / "empty_torch_home") in message and "--feature_network none" in message
-    assert not out.exists()
+    anomaly_cli.main(["fit", "--train_dir", str(clean_dir), "--output_dir", str(out), "--mode", "autoencoder", *TINY,
+                      "--max_train_steps", "2", "--train_batch_size", "2"])
+    config = anomaly.AnomalyConfig.load(out)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    if converted:
+        assert (config.feature_network, config.feature_weights, config.mse_weight) == ("vgg16", "imagenet", 0.5)
+        assert config.perceptual_scale != 1.0  # calibrated on the feature term
+        assert notes == []
+    else:
+        assert (config.feature_network, config.mse_weight) == ("none", 1.0)
+        assert len(notes) == 1 and "bash scripts/fetch_feature_weights.sh" in notes[0]
+
+
+def test_missing_imagenet_weights_stop_fit_before_training(textures, tmp_path, monkeypatch):
+    monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "empty_home"))
+    out = tmp_path / "out"
+    for flags in (["--feature_network", "alexnet"], ["--feature_weights", "imagenet"], ["--mse_weight", "0.5"]):
+        with pytest.raises(SystemExit) as error:
+            anomaly_cli.main(["fit", "--train_dir", str(textures["clean_dir"]), "--output_dir", str(out), "--mode",
+                              "inpainting", *flags, *TINY, "--max_train_steps", "2"])
+        message = str(error.value.code)
+        assert str(tmp_path / "empty_home" / "features") in message, flags
+        assert "bash scripts/fetch_feature_weights.sh" in message and "--feature_network none" in message
+        assert not out.exists()
