@@ -1,6 +1,6 @@
 """Quality of a model against OpenCV (and optionally other models), side by side in one run, with the targets.
 
-    python benchmarks/bench_quality.py --model pconv_hf/checkpoints/pconv-wallpapers-256 --data DIR \
+    python benchmarks/bench_quality.py --model pconv_hf/checkpoints/pconv-photos-256 --data DIR \
         [--compare OTHER_MODEL ...] [--masks_per_image 3] [--corner_images 4]
 
 1. Held-out table: every image of --data (center square at the model's size) with --masks_per_image fixed

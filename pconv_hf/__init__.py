@@ -22,7 +22,7 @@ from .onnx import OnnxInpainter, execution_providers, is_onnx_file
 
 __version__ = "0.1.0"
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pconv-wallpapers-256"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pconv-photos-256"
 """The bundled model: a directory loadable with ``PConvUNet.from_pretrained``."""
 
 
