@@ -1,4 +1,4 @@
-"""The boundary-artifact measures, the fill_skip last layer and the boundary loss term."""
+"""The boundary-artifact measures, the boundary_blend last layer, the boundary loss term and multiscale crops."""
 
 import math
 
