@@ -15,19 +15,15 @@ from typing import Any
 
 import torch
 
-from .inpainting import ImageLike
+from .images import ImageLike
 from .layers import PartialConv2d
-from .model import PConvUNet
+from .model import PConvUNet, default_device
 from .onnx import OnnxInpainter, execution_providers, is_onnx_file
 
 __version__ = "0.1.0"
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pconv-photos-256"
 """The bundled model: a directory loadable with ``PConvUNet.from_pretrained``."""
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_model(

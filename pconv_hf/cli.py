@@ -11,6 +11,7 @@ when photos and masks share one folder, only the ``_mask`` form is used. Inputs 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -19,13 +20,13 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+from . import _cli
+from ._cli import CliError, load_model
+from .images import IMAGE_SUFFIXES, displayed_size, list_images, open_image
+
+OUTPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MASK_SUFFIX = "_mask"
 PROG = "pconv-inpaint"
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit status 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategy", choices=("crop", "resize", "full"), default="crop", help="how large photos run")
     parser.add_argument("--dilate", type=int, default=0, help="grow each mask by this many pixels first (default 0)")
     parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (default: cuda if available)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="precision of the network (default auto: bf16 where the device has it natively, else float32)",
+    )
     parser.add_argument("--format", default="png", help="output format in folder mode: png (default), webp, tiff, jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser
@@ -51,11 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except CliError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(1)
+    _cli.run(PROG, lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -75,14 +78,15 @@ def run(args: argparse.Namespace) -> None:
     check_outputs(jobs, args.overwrite)
     check_sizes(jobs)
 
-    model = load(args.model, args.device)
+    model = load_model(args.model, args.device)
     from pconv_hf.inpainting import inpaint
 
     start = time.perf_counter()
     folder_mode = args.image.is_dir()
     for image_path, mask_path, out_path in tqdm(jobs, desc="inpainting", unit="photo", disable=not folder_mode):
         try:
-            result = inpaint(model, image_path, mask_path, strategy=args.strategy, dilate=args.dilate)
+            photo = writable(open_image(image_path), out_path)
+            result = inpaint(model, photo, mask_path, strategy=args.strategy, dilate=args.dilate, dtype=args.dtype)
         except ValueError as err:
             raise CliError(f"{image_path}: {err}") from err
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +109,11 @@ def plan_folder(image_dir: Path, mask_dir: Path, out_dir: Path, out_format: str)
         if out_dir.resolve() == input_dir:
             raise CliError(f"-o {out_dir} is an input folder; write the results to another folder")
 
-    images, masks = listing(image_dir), listing(mask_dir)
+    images, masks = list_images(image_dir), list_images(mask_dir)
     if same_folder:
         images = [path for path in images if not path.stem.endswith(MASK_SUFFIX)]
     if not images:
-        raise CliError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {image_dir}")
+        raise CliError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {image_dir}")
     by_stem: dict[str, list[Path]] = {}
     for mask in masks:
         by_stem.setdefault(mask.stem, []).append(mask)
@@ -137,13 +141,9 @@ def plan_folder(image_dir: Path, mask_dir: Path, out_dir: Path, out_format: str)
     return jobs
 
 
-def listing(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def check_writable_format(path: Path, flag: str = "-o") -> None:
     extension = path.suffix.lower()
-    if Image.registered_extensions().get(extension) is None or extension not in IMAGE_EXTENSIONS:
+    if Image.registered_extensions().get(extension) is None or extension not in OUTPUT_SUFFIXES:
         raise CliError(f"{flag}: cannot tell the image format of {path.name!r}; use .png, .webp, .tif, .jpg or .bmp")
 
 
@@ -161,45 +161,34 @@ def check_outputs(jobs: list[tuple[Path, Path, Path]], overwrite: bool) -> None:
 
 
 def check_sizes(jobs: list[tuple[Path, Path, Path]]) -> None:
-    """Read only the headers, so a wrong pair fails before any photo is processed."""
+    """Read only the headers, so a wrong pair fails before any photo is processed. Sizes are as displayed (EXIF
+    orientation applied), as a mask drawn on the photo in any viewer or the app has them."""
     for image_path, mask_path, _ in jobs:
-        sizes = []
-        for path, what in ((image_path, "image"), (mask_path, "mask")):
-            try:
-                with Image.open(path) as opened:
-                    sizes.append(opened.size)
-            except (OSError, ValueError) as err:
-                raise CliError(f"cannot read {what} {path}: {err}") from err
+        sizes = [displayed_size(path, what) for path, what in ((image_path, "image"), (mask_path, "mask"))]
         if sizes[0] != sizes[1]:
             (image_w, image_h), (mask_w, mask_h) = sizes
             raise CliError(
-                f"{mask_path} is {mask_w}x{mask_h} but {image_path} is {image_w}x{image_h}; a mask must match its image"
+                f"{mask_path} is {mask_w}x{mask_h} but {image_path} is {image_w}x{image_h} (as displayed); a mask "
+                "must match its image"
             )
 
 
-# --- model and output --------------------------------------------------------------------------------------
-
-
-def load(model: str | None, device: str):
-    import torch
-
-    import pconv_hf
-
-    if model is None and not pconv_hf.DEFAULT_CHECKPOINT.is_dir():
-        raise CliError(
-            f"the bundled model is missing (no folder {pconv_hf.DEFAULT_CHECKPOINT}); "
-            "pass --model DIR (a folder with config.json and model.safetensors) or a Hub id"
+def writable(photo: Image.Image, out_path: Path) -> Image.Image:
+    """The photo in a mode the output format can hold: e.g. a CMYK JPEG written as PNG is converted to RGB first
+    (with a note), so no work is lost at the end."""
+    try:
+        Image.new(photo.mode, (1, 1)).save(io.BytesIO(), format=Image.registered_extensions()[out_path.suffix.lower()])
+        return photo
+    except (OSError, ValueError, KeyError):
+        target = "RGBA" if "A" in photo.getbands() else "RGB"
+        print(
+            f"note: {out_path.suffix} cannot hold {photo.mode} images; writing {out_path.name} as {target}",
+            file=sys.stderr,
         )
-    try:
-        chosen = None if device == "auto" else torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise CliError(f"--device {device}: {err}") from err
-    if chosen is not None and chosen.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available on this machine")
-    try:
-        return pconv_hf.load_model(model, device=chosen)
-    except ValueError as err:
-        raise CliError(str(err)) from err
+        return photo.convert(target)
+
+
+# --- model and output --------------------------------------------------------------------------------------
 
 
 def save(image, path: Path) -> None:

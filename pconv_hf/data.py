@@ -1,9 +1,9 @@
 """Image streams for training and evaluation: sources (local folders, ``save_to_disk`` folders, Hub datasets),
-robust decoding, the training transforms and the (image, valid mask) pairs.
+the training transforms and the (image, valid mask) batches. The only module that imports ``datasets``.
 
 Every source becomes a ``datasets.IterableDataset`` whose ``image`` column holds undecoded
-``{"bytes", "path"}`` dicts (``datasets.Image(decode=False)``); pconv_hf decodes with PIL itself so that a
-corrupt, truncated or tiny file is skipped and counted instead of crashing a long run.
+``{"bytes", "path"}`` dicts (``datasets.Image(decode=False)``); ``pconv_hf.images.decode_image`` decodes them so
+that a corrupt, truncated or tiny file is skipped and counted instead of crashing a long run.
 
 Randomness: the crop, flip and mask of a training sample come from
 ``np.random.default_rng([seed, epoch, rank, position])``, where ``position`` is the sample's index in this
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,20 +25,24 @@ import datasets
 import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .masks import HOLE_RATIO_BUCKETS, IMAGE_SUFFIXES, MaskFolder, mask_in_bucket
+from .images import (
+    DEFAULT_MIN_SIDE,
+    SKIP_REASONS,
+    BadImageError,
+    center_crop_resize,
+    decode_image,
+    list_images,
+    resize_square,
+    to_tensor,
+)
+from .masks import MaskSource
 
-SKIP_REASONS = ("unreadable", "truncated", "too_small", "too_large")
-"""Why an image is skipped: not an image / cannot be decoded, cut short, shorter side below the minimum,
-more pixels than PIL's decompression-bomb limit."""
-
-DEFAULT_MIN_SIDE = 64
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp")
 _MAX_LOCAL_SHARDS = 5040  # divisible by 1-10, 12, 14, 16: whole shards per rank for common world sizes
 _CROP_AREA_RANGE = (0.25, 1.0)
 
-MaskSource = Callable[[np.random.Generator], np.ndarray]
 DefectSource = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
 """``(clean image (3, H, W), rng) -> image with a synthetic defect``, e.g. ``pconv_hf.anomaly.DefectPainter``."""
 
@@ -52,91 +54,8 @@ nothing is cropped, so the model trains at the scale it scores at)."""
 _MULTISCALE_DRAFT_FACTOR = 4
 
 
-class BadImageError(ValueError):
-    """An image that cannot be used for training; ``reason`` is one of ``SKIP_REASONS``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Decoding
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB: 16/32-bit grey is rescaled (not clipped), transparency is
-    composited on white, CMYK / palette / grey / bilevel go through PIL's converters."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        # 16-bit files decode as "I;16" or "I"; 8-bit data stored in a 32-bit container keeps its range.
-        scale = 65535.0 if values.max(initial=0) > 255 or image.mode != "I" else 255.0
-        gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if values.max(initial=0) <= 1.0 else 255.0
-        gray = np.clip(values / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def decode_image(
-    source: dict | str | os.PathLike | bytes | Image.Image,
-    min_side: int = DEFAULT_MIN_SIDE,
-    draft_side: int | None = None,
-) -> Image.Image:
-    """Decode an image fully (so truncation is detected now) into an upright RGB PIL image.
-
-    Args:
-        source: a ``{"bytes", "path"}`` dict (``datasets.Image(decode=False)``), a path, raw bytes or a PIL image.
-        min_side: images whose shorter side (before any draft reduction) is below this are rejected.
-        draft_side: let JPEG decoding downscale by 2, 4 or 8 while the shorter side stays >= this (much
-            faster for large photos); None decodes at full size.
-
-    Raises:
-        BadImageError: with ``reason`` in ``SKIP_REASONS``.
-    """
-    if isinstance(source, dict):
-        data, path = source.get("bytes"), source.get("path")
-        source = data if data is not None else path
-    try:
-        if isinstance(source, Image.Image):
-            source.load()
-            original_short = min(source.size)
-            image = to_rgb(source)
-        else:
-            file = io.BytesIO(source) if isinstance(source, bytes) else source
-            if file is None:
-                raise BadImageError("unreadable", "example has neither image bytes nor a path")
-            with warnings.catch_warnings():
-                # A decompression-bomb *warning* (between 1x and 2x the limit) is fine for training data.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(file) as opened:
-                    original_short = min(opened.size)
-                    if draft_side is not None and opened.format == "JPEG" and original_short > draft_side:
-                        scale = original_short / draft_side
-                        opened.draft("RGB", (math.ceil(opened.width / scale), math.ceil(opened.height / scale)))
-                    opened.load()  # decodes everything now, so truncation raises here
-                    image = to_rgb(ImageOps.exif_transpose(opened))
-    except BadImageError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise BadImageError("too_large", str(error)) from error
-    except UnidentifiedImageError as error:
-        raise BadImageError("unreadable", str(error)) from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        reason = "truncated" if "truncated" in str(error) or isinstance(error, EOFError) else "unreadable"
-        raise BadImageError(reason, str(error)) from error
-    if original_short < min_side:
-        raise BadImageError("too_small", f"image is {image.width}x{image.height}, shorter side below {min_side}")
-    return image
 
 
 def example_id(example: dict[str, Any]) -> str:
@@ -199,11 +118,6 @@ def multiscale_crop(image: Image.Image, resolution: int, rng: np.random.Generato
     return _resized_square(image, resolution, crop, rng)
 
 
-def resize_square(image: Image.Image, resolution: int) -> Image.Image:
-    """The whole image resized to ``resolution`` x ``resolution`` (aspect ratio not kept, nothing cropped)."""
-    return image.resize((resolution, resolution), Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
 def resize_flip(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
     """The anomaly-detection training transform: the whole image resized to ``resolution`` x ``resolution``
     (aspect ratio not kept, nothing cropped away), flipped horizontally and vertically, each half the time.
@@ -218,76 +132,8 @@ def resize_flip(image: Image.Image, resolution: int, rng: np.random.Generator) -
     return out
 
 
-def center_crop_resize(image: Image.Image, resolution: int) -> Image.Image:
-    """The evaluation transform: the central square, resized to ``resolution``."""
-    width, height = image.size
-    short = min(width, height)
-    left, top = (width - short) / 2, (height - short) / 2
-    return image.resize(
-        (resolution, resolution), Image.Resampling.LANCZOS, box=(left, top, left + short, top + short)
-    )
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-
-
-class BucketMaskGenerator:
-    """Irregular training masks with the hole ratio spread evenly over the paper's buckets (0.01 to 0.6]."""
-
-    def __init__(self, resolution: int) -> None:
-        self.resolution = resolution
-
-    def __call__(self, rng: np.random.Generator) -> np.ndarray:
-        bucket = int(rng.integers(len(HOLE_RATIO_BUCKETS)))
-        return mask_in_bucket(self.resolution, self.resolution, rng, bucket)
-
-
-class AllValidMask:
-    """No holes: every pixel valid (training a plain-conv U-Net as an autoencoder)."""
-
-    def __init__(self, resolution: int) -> None:
-        self.resolution = resolution
-
-    def __call__(self, rng: np.random.Generator) -> np.ndarray:
-        return np.ones((self.resolution, self.resolution), dtype=np.float32)
-
-
-def make_mask_source(spec: str, resolution: int) -> MaskSource:
-    """The training masks named by ``--mask_source``.
-
-    - ``"generated"`` -> ``BucketMaskGenerator`` (irregular holes over the paper's hole-ratio buckets);
-    - ``"none"`` -> ``AllValidMask`` (no holes; the autoencoder of ``pconv_hf.anomaly``);
-    - ``"grid:CELLS"`` or ``"grid:CELLS:PERIOD"`` -> one random pass of the checkerboard grid that
-      ``pconv_hf.anomaly`` inpaints at scoring time (``anomaly.GridMaskSource``);
-    - a folder path -> ``MaskFolder`` (random file, flip, transpose).
-    """
-    if spec == "generated":
-        return BucketMaskGenerator(resolution)
-    if spec == "none":
-        return AllValidMask(resolution)
-    if spec.startswith("grid:"):
-        from .anomaly import GridMaskSource  # anomaly imports this module
-
-        parts = spec.split(":")[1:]
-        if len(parts) not in (1, 2) or not all(part.isdigit() for part in parts):
-            raise ValueError(f"--mask_source grid needs 'grid:CELLS' or 'grid:CELLS:PERIOD' (e.g. grid:8), got "
-                             f"{spec!r}")
-        return GridMaskSource(resolution, *(int(part) for part in parts))
-    if not Path(spec).is_dir():
-        raise ValueError(
-            f"--mask_source must be 'generated', 'none', 'grid:CELLS' or a folder of mask images, got {spec!r}"
-        )
-    return MaskFolder(spec, size=(resolution, resolution))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Sources
-
-
-def _image_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _is_saved_dataset(directory: Path) -> bool:
@@ -325,7 +171,7 @@ def load_examples(
     another local folder ``datasets.load_dataset`` understands (parquet, arrow, ...), or a Hub dataset id.
     """
     path = Path(source)
-    if path.is_dir() and not _is_saved_dataset(path) and (files := _image_files(path)):
+    if path.is_dir() and not _is_saved_dataset(path) and (files := list_images(path, recursive=True)):
         paths = [str(f) for f in files]
         table = datasets.Dataset.from_dict(
             {"image": paths}, features=datasets.Features({"image": datasets.Image(decode=False)})
@@ -435,8 +281,10 @@ class TrainingStream(torch.utils.data.IterableDataset):
         super().__init__()
         if transform not in TRAIN_TRANSFORMS:
             raise ValueError(f"transform must be one of {TRAIN_TRANSFORMS}, got {transform!r}")
-        for name, value in (("defect_probability", defect_probability),
-                            ("grayscale_probability", grayscale_probability)):
+        for name, value in (
+            ("defect_probability", defect_probability),
+            ("grayscale_probability", grayscale_probability),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if defect_probability > 0 and defect_source is None:
@@ -478,9 +326,10 @@ class TrainingStream(torch.utils.data.IterableDataset):
         else:
             crop = random_resized_crop(image, self.resolution, rng)
         valid_mask = self.mask_source(rng)
-        if self.grayscale_probability > 0 and np.random.default_rng(
-            [self.seed, epoch, self.rank, position, 2]
-        ).random() < self.grayscale_probability:
+        if (
+            self.grayscale_probability > 0
+            and np.random.default_rng([self.seed, epoch, self.rank, position, 2]).random() < self.grayscale_probability
+        ):
             crop = crop.convert("L").convert("RGB")
         return to_tensor(crop), torch.from_numpy(np.ascontiguousarray(valid_mask, dtype=np.float32))[None]
 

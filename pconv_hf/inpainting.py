@@ -12,10 +12,9 @@ native resolution (memory grows with the photo).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
+from .images import ImageLike, open_image, to_hole_mask
+from .model import autocast_dtype, eval_mode
+
 Strategy = Literal["crop", "resize", "full"]
 Box = tuple[int, int, int, int]  # top, left, height, width
 
@@ -66,7 +67,7 @@ def inpaint(
     context: float = 2.0,
     dilate: int = 0,
     batch_size: int = 8,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = "auto",
 ) -> Image.Image | np.ndarray | torch.Tensor:
     """Fill the white (nonzero) area of ``mask`` in ``image``.
 
@@ -75,9 +76,11 @@ def inpaint(
             ``.to("cuda")``), an ``OnnxInpainter`` on its ONNX Runtime providers.
         image: a PIL image (any mode: RGB, RGBA, L, 16-bit, palette, CMYK, ...), a numpy array (H, W),
             (H, W, 1|3|4) of uint8, uint16 or float in [0, 1], a tensor (H, W), (C, H, W) or (1, C, H, W)
-            of uint8 or float in [0, 1], or a file path.
-        mask: same height and width as ``image``; white / nonzero = area to fill. With an alpha channel,
-            transparent pixels are never filled.
+            of uint8 or float in [0, 1], or a file path. A file is turned upright by its EXIF orientation (as
+            browsers and the app show it) and the result holds those upright pixels; a PIL image is used as it
+            is (apply ``PIL.ImageOps.exif_transpose`` first if it came from a camera).
+        mask: same height and width as ``image`` (as displayed, for a file); white / nonzero = area to fill,
+            transparent pixels never fill (:func:`pconv_hf.images.to_hole_mask`, the rule everywhere).
         strategy: "crop" (default: windows around the holes), "resize" (whole photo at the working
             resolution) or "full" (whole photo at native resolution).
         resolution: working resolution for "crop" and "resize"; defaults to ``model.sample_size``.
@@ -85,8 +88,11 @@ def inpaint(
             model sees enough surroundings; larger windows are downscaled to ``resolution``.
         dilate: grow the mask by this many pixels first (covers halos around painted objects).
         batch_size: windows per forward pass.
-        dtype: autocast dtype for the forward pass of a PyTorch model, e.g. ``torch.bfloat16``; None runs in the
-            model's dtype.
+        dtype: autocast dtype of a PyTorch model's forward pass. "auto" (default): bf16 where the device computes
+            it natively (CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else the model's own float32;
+            "float32" / None never autocasts; "bfloat16", "float16" or a ``torch.dtype`` force one. bf16 changes the
+            held-out PSNR / SSIM by less than 0.05 dB / 0.001 (see the README). An ONNX model runs in its own
+            dtype ("auto" or "float32" only).
 
     Returns:
         The same kind of object as ``image`` (a path gives a PIL image), same size and mode family: palette
@@ -103,8 +109,12 @@ def inpaint(
         raise ValueError(f"context must be >= 1, got {context!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if dtype is not None and not isinstance(model, torch.nn.Module):
-        raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
+    if not isinstance(model, torch.nn.Module):
+        if dtype not in ("auto", "float32", None, torch.float32):
+            raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
+        dtype = None
+    else:
+        dtype = autocast_dtype(dtype, model.device)
 
     source = to_source(image)
     hole_mask = to_hole_mask(mask, source.height, source.width)
@@ -119,7 +129,7 @@ def inpaint(
     scale_to = None if strategy == "full" else resolution
 
     patches = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, len(boxes), batch_size):
             chunk = boxes[start : start + batch_size]
             predictions = _predict_windows(model, source, hole_mask, chunk, scale_to, dtype)
@@ -199,20 +209,6 @@ def _crop(array: np.ndarray, box: Box) -> np.ndarray:
 # --- running the model -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _eval_mode(model: InpaintingNetwork) -> Iterator[None]:
-    """A PyTorch model runs in eval mode (BatchNorm's running statistics) and gets its mode back afterwards."""
-    if not isinstance(model, torch.nn.Module):
-        yield
-        return
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 @torch.inference_mode()
 def _predict_windows(
     model: InpaintingNetwork,
@@ -290,7 +286,7 @@ class Source:
 def to_source(image: ImageLike) -> Source:
     """Wrap a PIL image, array, tensor or file path as a :class:`Source`."""
     if isinstance(image, (str, os.PathLike)):
-        image = _open_image(image, "image")
+        image = open_image(image, "image")
     if isinstance(image, Image.Image):
         return _pil_source(image)
     if isinstance(image, torch.Tensor):
@@ -298,15 +294,6 @@ def to_source(image: ImageLike) -> Source:
     if isinstance(image, np.ndarray):
         return _array_source(image)
     raise ValueError(f"image must be a PIL image, numpy array, torch tensor or path, got {type(image).__name__}")
-
-
-def _open_image(path: str | os.PathLike, what: str) -> Image.Image:
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            return opened
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {err}") from err
 
 
 def _array_source(array: np.ndarray) -> Source:
@@ -433,40 +420,3 @@ def _convert_like(patch: Image.Image, original: Image.Image) -> Image.Image:
         converted.putalpha(original.getchannel("A"))
         return converted
     return patch.convert(mode)
-
-
-def to_hole_mask(mask: ImageLike, height: int, width: int) -> np.ndarray:
-    """A user mask (white / nonzero = fill) as a bool (H, W) hole array; its size must match the image."""
-    if isinstance(mask, (str, os.PathLike)):
-        mask = _open_image(mask, "mask")
-    if isinstance(mask, Image.Image):
-        if mask.mode in ("P", "PA"):
-            mask = mask.convert("RGBA")
-        array = np.asarray(mask)
-        has_alpha = mask.mode in ("RGBA", "LA", "La", "RGBa")
-    elif isinstance(mask, torch.Tensor):
-        array = mask.detach().cpu()
-        array = (array.float() if array.dtype == torch.bfloat16 else array).numpy()
-        while array.ndim > 2 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim == 3:
-            array = np.moveaxis(array, 0, -1)
-        has_alpha = array.ndim == 3 and array.shape[-1] in (2, 4)
-    elif isinstance(mask, np.ndarray):
-        array = mask
-        has_alpha = array.ndim == 3 and array.shape[-1] in (2, 4)
-    else:
-        raise ValueError(f"mask must be a PIL image, numpy array, torch tensor or path, got {type(mask).__name__}")
-    if array.ndim not in (2, 3):
-        raise ValueError(f"mask must be 2-D (H, W) or have one channel axis, got shape {array.shape}")
-    if array.shape[:2] != (height, width):
-        raise ValueError(
-            f"mask size {array.shape[1]}x{array.shape[0]} (WxH) does not match image size {width}x{height}"
-        )
-    if array.dtype.kind == "f" and np.isnan(array).any():
-        raise ValueError("mask contains NaN; expected white / nonzero = area to fill")
-    if array.ndim == 2:
-        return array != 0
-    if has_alpha:  # transparent pixels are never holes, whatever their colour
-        return (array[..., :-1] != 0).any(axis=-1) & (array[..., -1] != 0)
-    return (array != 0).any(axis=-1)

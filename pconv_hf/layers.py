@@ -46,7 +46,10 @@ class PartialConv2d(nn.Conv2d):
         if isinstance(self.padding, str):
             raise ValueError(f"PartialConv2d needs explicit integer padding, got padding={self.padding!r}")
         # Counts valid pixels under each window; a buffer so it follows .to(device) but stays out of state_dict.
-        self.register_buffer("window_ones", torch.ones(1, 1, *self.kernel_size), persistent=False)
+        # Created where the weight is (``device=`` / ``dtype=`` given to the constructor, or "meta").
+        self.register_buffer(
+            "window_ones", torch.ones(1, 1, *self.kernel_size, device=self.weight.device), persistent=False
+        )
 
     @property
     def window_size(self) -> int:

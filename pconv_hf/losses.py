@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .feature_weights import TORCHVISION_CONV_INDICES, feature_weights_path, load_feature_weights
+from .model import compose
 
 NETWORKS = ("vgg16", "alexnet")
 WEIGHTS = ("imagenet", "random")
@@ -143,9 +144,7 @@ class FeatureExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         if self.weights == "random":
-            return (
-                f"network={self.network}, weights=random (RANDOMLY INITIALISED, seed={RANDOM_WEIGHTS_SEED})"
-            )
+            return f"network={self.network}, weights=random (RANDOMLY INITIALISED, seed={RANDOM_WEIGHTS_SEED})"
         return f"network={self.network}, weights=imagenet"
 
     def forward(self, image: Tensor) -> list[Tensor]:
@@ -195,8 +194,7 @@ def total_variation(image: Tensor, hole_mask: Tensor) -> Tensor:
     """
     if image.ndim != 4 or hole_mask.ndim != 4:
         raise ValueError(
-            f"expected image and hole_mask of shape (N,C,H,W), got {tuple(image.shape)} and "
-            f"{tuple(hole_mask.shape)}"
+            f"expected image and hole_mask of shape (N,C,H,W), got {tuple(image.shape)} and {tuple(hole_mask.shape)}"
         )
     region = F.max_pool2d(hole_mask.to(image.dtype), kernel_size=3, stride=1, padding=1)
     pairs_x = region[..., :, 1:] * region[..., :, :-1]
@@ -254,9 +252,8 @@ class InpaintingLoss(nn.Module):
             output: (N,3,H,W) raw network output.
 
         Returns:
-            Scalars ``valid``, ``hole``, ``boundary``, ``tv``, ``ssim`` if asked for, and, with a feature extractor, ``perceptual`` and
-            ``style``
-            (``style`` = style_out + style_comp).
+            Scalars ``valid``, ``hole``, ``boundary``, ``tv``, ``ssim`` if asked for, and, with a feature
+            extractor, ``perceptual`` and ``style`` (``style`` = style_out + style_comp).
         """
         if image_gt.ndim != 4 or image_gt.shape[1] != 3:
             raise ValueError(f"expected image_gt of shape (N,3,H,W), got {tuple(image_gt.shape)}")
@@ -272,8 +269,7 @@ class InpaintingLoss(nn.Module):
             or valid_mask.shape[2:] != (h, w)
         ):
             raise ValueError(
-                f"expected valid_mask of shape ({n},1,{h},{w}) or ({n},3,{h},{w}), "
-                f"got {tuple(valid_mask.shape)}"
+                f"expected valid_mask of shape ({n},1,{h},{w}) or ({n},3,{h},{w}), got {tuple(valid_mask.shape)}"
             )
         valid_mask = valid_mask.to(output.dtype)
         hole_mask = 1 - valid_mask
@@ -283,7 +279,7 @@ class InpaintingLoss(nn.Module):
             "hole": (hole_mask * (output - image_gt)).abs().mean(),
             "boundary": (boundary_ring(hole_mask) * (output - image_gt)).abs().mean(),
         }
-        composite = valid_mask * image_gt + hole_mask * output
+        composite = compose(image_gt, valid_mask, output)
 
         if self.feature_extractor is not None:
             with torch.no_grad():

@@ -1,9 +1,11 @@
 """Hole masks for training and evaluation: random irregular and box masks, masks in a hole-ratio bucket,
-masks read from image files, and frozen evaluation sets.
+masks read from image files, frozen evaluation sets, the anomaly scorer's grid passes and the training mask
+sources (``make_mask_source``).
 
 A mask here is a float32 (H, W) array with **1 = valid (known) pixel, 0 = hole**, as in the paper. Mask
-image files on disk are the other way round by default (white = hole), as users, diffusers and IOPaint
-expect; ``load_mask`` and ``save_mask_folder`` convert.
+image files on disk are the other way round by default (white / nonzero = hole), as users, diffusers and
+IOPaint expect; ``load_mask`` (by the one rule of ``pconv_hf.images.to_hole_mask``) and ``save_mask_folder``
+convert.
 
 All randomness comes from an explicit ``numpy.random.Generator``: the same seed gives the same mask.
 """
@@ -11,12 +13,14 @@ All randomness comes from an explicit ``numpy.random.Generator``: the same seed 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from .images import IMAGE_SUFFIXES, list_images, to_hole_mask
 
 HOLE_RATIO_BUCKETS: tuple[tuple[float, float], ...] = (
     (0.01, 0.1),
@@ -29,7 +33,6 @@ HOLE_RATIO_BUCKETS: tuple[tuple[float, float], ...] = (
 """Hole-ratio buckets (low, high] of the paper's tables."""
 
 MASK_KINDS = ("irregular", "box", "mixed")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 _MIXED_BOX_PROBABILITY = 0.5
 _BLOB_PROBABILITY = 0.2  # share of blobs among the primitives mask_in_bucket adds
@@ -50,12 +53,9 @@ def hole_ratio(valid_mask: np.ndarray) -> float:
     return np.count_nonzero(valid_mask < 0.5) / valid_mask.size
 
 
-def bucket_index(ratio: float) -> int | None:
-    """Index of the ``HOLE_RATIO_BUCKETS`` bucket (low, high] holding ``ratio``, None if outside all."""
-    for index, (low, high) in enumerate(HOLE_RATIO_BUCKETS):
-        if low < ratio <= high:
-            return index
-    return None
+def bucket_index(ratio: float, buckets: Sequence[tuple[float, float]] = HOLE_RATIO_BUCKETS) -> int | None:
+    """Index of the bucket (low, high] of ``buckets`` (the paper's by default) holding ``ratio``, None if none."""
+    return next((index for index, (low, high) in enumerate(buckets) if low < ratio <= high), None)
 
 
 def bucket_label(bucket: int | tuple[float, float]) -> str:
@@ -285,19 +285,17 @@ class MaskGenerator:
 
 
 def load_mask(path: str | Path, size: tuple[int, int] | None = None, holes_are: str = "white") -> np.ndarray:
-    """Read a mask image file as a valid mask.
+    """Read a mask image file as a valid mask, by the one rule of :func:`pconv_hf.images.to_hole_mask`.
 
-    Any PIL mode is accepted; colour is reduced to luminance, and transparent pixels count as valid (alpha
-    is composited onto the valid colour).
-    8-bit images are scaled by 255, 16/32-bit integer images by 65535, float images are taken as [0, 1].
-    The grey image is resized (bilinear) first and binarised at 0.5 after, so a resized mask is still
-    exactly {0, 1}; a pixel at exactly 0.5 counts as hole.
+    White / nonzero pixels are holes (any mode, any bit depth), transparent pixels never are. With ``size``,
+    the binary hole image is resized (bilinear) and binarised at 0.5, so a resized mask is still exactly
+    {0, 1}; a pixel at exactly 0.5 counts as hole.
 
     Args:
         path: Mask image file.
         size: (height, width) to resize to, or None to keep the file's size.
-        holes_are: "white" if bright pixels mark holes (this project's files, diffusers, IOPaint), "black"
-            if dark pixels do.
+        holes_are: "white" if nonzero pixels mark holes (this project's files, diffusers, IOPaint), "black"
+            if zero pixels do.
 
     Returns:
         Valid mask (H, W), float32, 1 = valid, 0 = hole.
@@ -305,16 +303,10 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None, holes_are: 
     _check_holes_are(holes_are)
     if size is not None:
         _check_size(size)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            gray = _unit_gray(image, background=0.0 if holes_are == "white" else 1.0)
-    except (OSError, ValueError) as error:  # missing, unreadable or not an image
-        raise ValueError(f"cannot read mask image {str(path)!r}: {error}") from error
-    if size is not None and gray.shape != tuple(size):
-        resized = Image.fromarray(gray).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        gray = np.asarray(resized)
-    hole_mask = gray >= 0.5 if holes_are == "white" else gray <= 0.5
+    hole_mask = to_hole_mask(path, holes_are=holes_are)
+    if size is not None and hole_mask.shape != tuple(size):
+        resized = Image.fromarray(hole_mask.astype(np.float32)).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        hole_mask = np.asarray(resized) >= 0.5
     return np.logical_not(hole_mask).astype(np.float32)
 
 
@@ -327,16 +319,14 @@ class MaskFolder:
         holes_are: "white" or "black", as in ``load_mask``.
     """
 
-    def __init__(
-        self, directory: str | Path, size: tuple[int, int] | None = None, holes_are: str = "white"
-    ) -> None:
+    def __init__(self, directory: str | Path, size: tuple[int, int] | None = None, holes_are: str = "white") -> None:
         _check_holes_are(holes_are)
         if size is not None:
             _check_size(size)
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise ValueError(f"mask folder {str(directory)!r} does not exist or is not a directory")
-        self.paths = _mask_files(self.directory)
+        self.paths = list_images(self.directory)
         if not self.paths:
             raise ValueError(
                 f"mask folder {str(directory)!r} holds no mask images (expected files ending in "
@@ -397,9 +387,7 @@ def fixed_masks(
     return masks
 
 
-def save_mask_folder(
-    masks: Iterable[np.ndarray | tuple[int, np.ndarray]], directory: str | Path
-) -> list[Path]:
+def save_mask_folder(masks: Iterable[np.ndarray | tuple[int, np.ndarray]], directory: str | Path) -> list[Path]:
     """Write valid masks as PNG files (white = hole) that ``load_mask`` / ``MaskFolder`` read back exactly.
 
     Files are named by position (``00000.png``, or ``00000_holes_0.01-0.1.png`` for the (bucket index,
@@ -412,7 +400,7 @@ def save_mask_folder(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"mask folder {str(directory)!r} exists and is not a directory")
-    if directory.is_dir() and _mask_files(directory):
+    if directory.is_dir() and list_images(directory):
         raise ValueError(f"mask folder {str(directory)!r} already holds mask images; use an empty folder")
     items = list(masks)
     arrays = [item[1] if isinstance(item, tuple) else item for item in items]
@@ -526,21 +514,6 @@ def _to_valid(canvas: np.ndarray) -> np.ndarray:
     return (canvas == 0).astype(np.float32)
 
 
-def _unit_gray(image: Image.Image, background: float) -> np.ndarray:
-    """The image as a float32 grey array in [0, 1], transparent pixels set to ``background``."""
-    if image.mode.startswith("I") or image.mode == "F":
-        scale = 1.0 if image.mode == "F" else 65535.0
-        return np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        gray, alpha = (np.asarray(band, dtype=np.float32) / 255 for band in image.convert("LA").split())
-        return gray * alpha + background * (1 - alpha)
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255
-
-
-def _mask_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Argument checks
 
@@ -618,3 +591,92 @@ def _resolve_kind(kind: str, rng: np.random.Generator) -> str:
     if kind == "mixed":
         return "box" if rng.random() < _MIXED_BOX_PROBABILITY else "irregular"
     return kind
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training mask sources: grid passes (anomaly inpainting mode), bucketed irregular masks, none, folders
+
+
+def check_grid_layout(height: int, width: int, cells: int, period: int) -> None:
+    if not isinstance(period, int) or period < 2:
+        raise ValueError(f"grid period must be an int >= 2 (2 = checkerboard), got {period!r}")
+    if not isinstance(cells, int) or cells < period or cells > min(height, width):
+        raise ValueError(
+            f"grid cells must be an int from the period ({period}) to the image side ({min(height, width)}), "
+            f"got {cells!r}"
+        )
+
+
+def grid_masks(height: int, width: int, cells: int = 8, period: int = 2) -> np.ndarray:
+    """The inpainting passes: (period**2, 1, H, W) valid masks (1 = valid) over a ``cells`` x ``cells`` grid.
+
+    Cell (row i, column j) is a hole in pass ``(i % period) * period + (j % period)``; every pixel is a hole in
+    exactly one pass, and with ``period`` 2 each hole cell's eight neighbours are valid in its pass.
+    """
+    check_grid_layout(height, width, cells, period)
+    cell_rows = np.arange(height) * cells // height  # (H,) cell row of each pixel row
+    cell_cols = np.arange(width) * cells // width  # (W,)
+    pass_of_pixel = (cell_rows % period)[:, None] * period + (cell_cols % period)[None, :]  # (H, W)
+    holes = pass_of_pixel[None] == np.arange(period**2)[:, None, None]  # (P, H, W)
+    return (~holes).astype(np.float32)[:, None]  # (P, 1, H, W)
+
+
+class GridMaskSource:
+    """Training masks for the inpainting mode: one random pass of ``grid_masks`` (``--mask_source grid:CELLS``)."""
+
+    def __init__(self, resolution: int, cells: int = 8, period: int = 2) -> None:
+        self.masks = grid_masks(resolution, resolution, cells, period)[:, 0]
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        return self.masks[rng.integers(len(self.masks))]
+
+
+MaskSource = Callable[[np.random.Generator], np.ndarray]
+
+
+class BucketMaskGenerator:
+    """Irregular training masks with the hole ratio spread evenly over the paper's buckets (0.01 to 0.6]."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        bucket = int(rng.integers(len(HOLE_RATIO_BUCKETS)))
+        return mask_in_bucket(self.resolution, self.resolution, rng, bucket)
+
+
+class AllValidMask:
+    """No holes: every pixel valid (training a plain-conv U-Net as an autoencoder)."""
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution = resolution
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        return np.ones((self.resolution, self.resolution), dtype=np.float32)
+
+
+def make_mask_source(spec: str, resolution: int) -> MaskSource:
+    """The training masks named by ``--mask_source``.
+
+    - ``"generated"`` -> ``BucketMaskGenerator`` (irregular holes over the paper's hole-ratio buckets);
+    - ``"none"`` -> ``AllValidMask`` (no holes; the autoencoder of ``pconv_hf.anomaly``);
+    - ``"grid:CELLS"`` or ``"grid:CELLS:PERIOD"`` -> one random pass of the checkerboard grid that
+      ``pconv_hf.anomaly`` inpaints at scoring time (``GridMaskSource``);
+    - a folder path -> ``MaskFolder`` (random file, flip, transpose).
+    """
+    if spec == "generated":
+        return BucketMaskGenerator(resolution)
+    if spec == "none":
+        return AllValidMask(resolution)
+    if spec.startswith("grid:"):
+        parts = spec.split(":")[1:]
+        if len(parts) not in (1, 2) or not all(part.isdigit() for part in parts):
+            raise ValueError(
+                f"--mask_source grid needs 'grid:CELLS' or 'grid:CELLS:PERIOD' (e.g. grid:8), got {spec!r}"
+            )
+        return GridMaskSource(resolution, *(int(part) for part in parts))
+    if not Path(spec).is_dir():
+        raise ValueError(
+            f"--mask_source must be 'generated', 'none', 'grid:CELLS' or a folder of mask images, got {spec!r}"
+        )
+    return MaskFolder(spec, size=(resolution, resolution))

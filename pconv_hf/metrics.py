@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from pconv_hf import seams as seam_measures
 from pconv_hf.feature_weights import feature_weights_dir, feature_weights_path, load_feature_weights, missing_message
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_index, bucket_label
+from pconv_hf.model import compose, eval_mode
 
 # PSNR of a perfect reconstruction is infinite; clamp so means over images stay finite.
 PSNR_MAX_DB = 100.0
@@ -229,8 +230,7 @@ def _cv2_inpaint(image: Tensor, valid_mask: Tensor, radius: float, flags: int) -
         or (valid_mask.shape[0] != image.shape[0] or valid_mask.shape[2:] != image.shape[2:])
     ):
         raise ValueError(
-            f"expected valid_mask of shape (N,1,H,W) matching image {tuple(image.shape)}, "
-            f"got {tuple(valid_mask.shape)}"
+            f"expected valid_mask of shape (N,1,H,W) matching image {tuple(image.shape)}, got {tuple(valid_mask.shape)}"
         )
     # A pixel is valid only if all of its channels are.
     valid = valid_mask.amin(dim=1, keepdim=True) > 0.5
@@ -253,13 +253,6 @@ def navier_stokes(image: Tensor, valid_mask: Tensor, *, radius: float = 3.0) -> 
     return _cv2_inpaint(image, valid_mask, radius, cv2.INPAINT_NS)
 
 
-def _bucket_of(ratio: float, buckets: tuple[tuple[float, float], ...]) -> int | None:
-    if buckets == HOLE_RATIO_BUCKETS:
-        return bucket_index(ratio)
-    # masks.bucket_index only knows the paper's buckets; same (low, high] rule for custom ones.
-    return next((i for i, (low, high) in enumerate(buckets) if low < ratio <= high), None)
-
-
 def _batches(samples: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """Group single (3,H,W)/(1,H,W) pairs into batches; pass batched (N,3,H,W) pairs through as they are."""
     images: list[Tensor] = []
@@ -274,9 +267,7 @@ def _batches(samples: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Itera
                 f"{tuple(image.shape)} and {tuple(valid_mask.shape)}"
             )
         # Flush singles before a batch or a size change, since only equal sizes stack.
-        if images and (
-            image.ndim == 4 or image.shape != images[0].shape or valid_mask.shape != masks[0].shape
-        ):
+        if images and (image.ndim == 4 or image.shape != images[0].shape or valid_mask.shape != masks[0].shape):
             yield torch.stack(images), torch.stack(masks)
             images, masks = [], []
         if image.ndim == 4:
@@ -293,12 +284,7 @@ def _batches(samples: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Itera
 
 def _check_batch(image: Tensor, valid_mask: Tensor) -> None:
     n, c, h, w = image.shape
-    if (
-        c != 3
-        or valid_mask.shape[0] != n
-        or valid_mask.shape[1] not in (1, 3)
-        or valid_mask.shape[2:] != (h, w)
-    ):
+    if c != 3 or valid_mask.shape[0] != n or valid_mask.shape[1] not in (1, 3) or valid_mask.shape[2:] != (h, w):
         raise ValueError(
             f"expected an image (N,3,H,W) and valid_mask (N,1,H,W) of the same N,H,W, got "
             f"{tuple(image.shape)} and {tuple(valid_mask.shape)}"
@@ -362,46 +348,37 @@ def evaluate(
     if progress:
         iterator = tqdm(samples, desc="evaluate", total=len(samples) if hasattr(samples, "__len__") else None)
 
-    was_training = isinstance(model_fn, nn.Module) and model_fn.training
-    if isinstance(model_fn, nn.Module):
-        model_fn.eval()
-    try:
-        with torch.inference_mode():
-            for image, valid_mask in _batches(iterator, batch_size):
-                _check_batch(image, valid_mask)
-                h, w = image.shape[2:]
-                image = image.to(device=device, dtype=torch.float32)
-                valid_mask = valid_mask.to(device=device, dtype=torch.float32)
-                output = model_fn(image * valid_mask, valid_mask)
-                if output.shape != image.shape:
-                    raise ValueError(
-                        f"model_fn returned shape {tuple(output.shape)}, expected {tuple(image.shape)}"
-                    )
-                composite = (valid_mask * image + (1 - valid_mask) * output.float()).clamp(0, 1)
-                values = {
-                    "l1": l1(composite, image).tolist(),
-                    "psnr": psnr(composite, image).tolist(),
-                    "ssim": ssim(composite, image).tolist(),
-                }
-                if lpips:
-                    values["lpips"] = _lpips_module("alexnet", composite.device, feature_weights_dir())(
-                        composite, image
-                    ).tolist()
-                # Same definition as masks.hole_ratio: share of pixels below 0.5, exact integer counts.
-                hole_counts = (valid_mask.amin(dim=1) < 0.5).flatten(1).sum(dim=1).tolist()
-                for i, holes in enumerate(hole_counts):
-                    index = _bucket_of(holes / (h * w), buckets)
-                    one = slice(i, i + 1)
-                    seam_values = _seam_sums(composite[one], image[one], valid_mask[one]) if seams else ()
-                    for target in (len(buckets),) if index is None else (index, len(buckets)):
-                        counts[target] += 1
-                        for name in names:
-                            sums[target][name] += values[name][i]
-                        for j, value in enumerate(seam_values):
-                            seam_sums[target][j] += value
-    finally:
-        if was_training:
-            model_fn.train()
+    with eval_mode(model_fn), torch.inference_mode():
+        for image, valid_mask in _batches(iterator, batch_size):
+            _check_batch(image, valid_mask)
+            h, w = image.shape[2:]
+            image = image.to(device=device, dtype=torch.float32)
+            valid_mask = valid_mask.to(device=device, dtype=torch.float32)
+            output = model_fn(image * valid_mask, valid_mask)
+            if output.shape != image.shape:
+                raise ValueError(f"model_fn returned shape {tuple(output.shape)}, expected {tuple(image.shape)}")
+            composite = compose(image, valid_mask, output.float()).clamp(0, 1)
+            values = {
+                "l1": l1(composite, image).tolist(),
+                "psnr": psnr(composite, image).tolist(),
+                "ssim": ssim(composite, image).tolist(),
+            }
+            if lpips:
+                values["lpips"] = _lpips_module("alexnet", composite.device, feature_weights_dir())(
+                    composite, image
+                ).tolist()
+            # Same definition as masks.hole_ratio: share of pixels below 0.5, exact integer counts.
+            hole_counts = (valid_mask.amin(dim=1) < 0.5).flatten(1).sum(dim=1).tolist()
+            for i, holes in enumerate(hole_counts):
+                index = bucket_index(holes / (h * w), buckets)
+                one = slice(i, i + 1)
+                seam_values = _seam_sums(composite[one], image[one], valid_mask[one]) if seams else ()
+                for target in (len(buckets),) if index is None else (index, len(buckets)):
+                    counts[target] += 1
+                    for name in names:
+                        sums[target][name] += values[name][i]
+                    for j, value in enumerate(seam_values):
+                        seam_sums[target][j] += value
 
     results = {
         label: {"count": count, **{n: s[n] / count if count else math.nan for n in names}}

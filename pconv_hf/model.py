@@ -8,10 +8,12 @@ holes filled with mid-grey.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
@@ -28,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .layers import PartialConv2d, valid_channel_count
 
 if TYPE_CHECKING:
-    from .inpainting import ImageLike
+    from .images import ImageLike
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -50,7 +52,82 @@ model = PConvUNet.from_pretrained("{{ repo_id | default('path/to/this/folder', t
 result = model.inpaint("photo.jpg", "mask.png")  # white in the mask = area to fill
 result.save("filled.png")
 ```
-"""
+{% if training %}
+## Training
+
+{{ training }}
+{% endif %}"""
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Names of the autocast dtypes the command lines accept (float32 = no autocast), besides "auto"."""
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 (Ampere and later), or an x86 CPU with
+    AVX-512 BF16 or AMX (read from /proc/cpuinfo; other CPUs and systems count as without)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def autocast_dtype(dtype: torch.dtype | str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for a forward pass on ``device``: ``"auto"`` is bf16 where the device computes it
+    natively (:func:`native_bf16`), else None (the model's own float32); a name of :data:`DTYPES` or a
+    ``torch.dtype`` is taken as given (``torch.float32`` and ``"float32"`` mean no autocast)."""
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return torch.bfloat16 if native_bf16(device) else None
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a torch.dtype, got {dtype!r}")
+        return DTYPES[dtype]
+    if dtype is None or dtype == torch.float32:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a float torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def compose(image: torch.Tensor, valid_mask: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The paper's composite ``I_comp``: the known pixels of ``image`` (``valid_mask`` 1) and the network's
+    ``output`` in the holes (``valid_mask`` 0)."""
+    return valid_mask * image + (1 - valid_mask) * output
+
+
+@contextlib.contextmanager
+def eval_mode(model: object) -> Iterator[None]:
+    """Run a PyTorch module in eval mode (BatchNorm's running statistics) and give it its mode back afterwards;
+    anything else (an ONNX Runtime session, a plain function) runs as it is."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
 
 # The paper's encoder: kernel sizes of the first layers, 3x3 for the rest; channels double up to 8x base.
 _ENCODER_KERNELS = (7, 5, 5)
@@ -209,6 +286,11 @@ class PConvUNet(
         self.in_channels = in_channels
         self.conv_type = conv_type
         self.sample_size = sample_size
+        self._config = {
+            "layer_size": layer_size, "base_channels": base_channels, "in_channels": in_channels,
+            "upsampling_mode": upsampling_mode, "conv_type": conv_type, "sample_size": sample_size,
+            "boundary_blend": boundary_blend,
+        }  # fmt: skip
         self._encoder_bn_frozen = False
 
         partial = conv_type == "partial"
@@ -236,7 +318,7 @@ class PConvUNet(
     @property
     def config(self) -> dict[str, Any]:
         """The constructor keyword arguments (what ``config.json`` holds); ``PConvUNet(**model.config)``."""
-        return dict(self._hub_mixin_config)
+        return dict(self._config)
 
     @property
     def size_multiple(self) -> int:

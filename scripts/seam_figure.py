@@ -17,7 +17,7 @@ from PIL import Image
 from pconv_hf import PConvUNet
 from pconv_hf.metrics import telea
 from pconv_hf.seams import stroke_masks
-from pconv_hf.training import image_grid, masked_input
+from pconv_hf.visualize import image_grid, masked_input
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
 

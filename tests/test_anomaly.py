@@ -18,10 +18,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pconv_hf import PConvUNet, anomaly, anomaly_cli
-from pconv_hf.data import TrainingStream, load_examples, make_mask_source, rank_stream, to_tensor
+from pconv_hf import PConvUNet, anomaly
+from pconv_hf.anomaly import cli as anomaly_cli
+from pconv_hf.data import TrainingStream, load_examples, rank_stream
 from pconv_hf.feature_weights import feature_weights_path
+from pconv_hf.images import to_tensor
 from pconv_hf.losses import FeatureExtractor
+from pconv_hf.masks import grid_masks, make_mask_source
 
 TEXTURES = {"grass": (0.55, 1.0, 0.45), "gravel": (1.0, 0.92, 0.8), "brick": (1.0, 0.62, 0.5)}  # RGB tints
 TILE = 64
@@ -208,7 +211,7 @@ def test_threshold_inputs_are_checked(scores, labels, message):
 
 @pytest.mark.parametrize(("size", "cells", "period"), [(64, 8, 2), (64, 5, 2), (48, 9, 3)])
 def test_grid_masks_make_every_pixel_a_hole_exactly_once(size, cells, period):
-    masks = anomaly.grid_masks(size, size, cells, period)
+    masks = torch.from_numpy(grid_masks(size, size, cells, period))
     assert masks.shape == (period**2, 1, size, size)
     assert torch.equal((1 - masks).sum(dim=0), torch.ones(1, size, size))
     assert all(0 < (1 - m).mean() < 0.5 for m in masks)
@@ -220,11 +223,11 @@ def test_grid_masks_make_every_pixel_a_hole_exactly_once(size, cells, period):
 
 def test_grid_masks_reject_bad_layouts():
     with pytest.raises(ValueError, match="period"):
-        anomaly.grid_masks(64, 64, 8, 1)
+        grid_masks(64, 64, 8, 1)
     with pytest.raises(ValueError, match="cells"):
-        anomaly.grid_masks(64, 64, 1, 2)
+        grid_masks(64, 64, 1, 2)
     with pytest.raises(ValueError, match="cells"):
-        anomaly.grid_masks(16, 16, 32, 2)
+        grid_masks(16, 16, 32, 2)
 
 
 def test_inpainting_prediction_of_a_cell_ignores_the_cell_itself():
@@ -494,7 +497,8 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     for argv, message in cases:
         with pytest.raises(SystemExit) as error:
             anomaly_cli.main(argv)
-        assert error.value.code != 0 and message in str(error.value.code), (argv, error.value.code)
+        err = capsys.readouterr().err
+        assert error.value.code == 1 and message in err.splitlines()[-1] and "Traceback" not in err, (argv, err)
     # argparse errors (exit status 2) for flags that cannot parse.
     with pytest.raises(SystemExit) as error:
         anomaly_cli.main(["fit", "--train_dir", "x", "--output_dir", "y", "--mode", "diffusion"])
@@ -507,11 +511,11 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         anomaly_cli.main(["score", "--model", str(model_dir), "--images", str(tmp_path / "images"),
                           "--output", str(tmp_path / "s.csv"), "--threshold", "best_f1"])
-    assert "stored threshold" in str(error.value.code)
+    assert error.value.code == 1 and "stored threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit) as error:
         anomaly_cli.main(["score", "--model", str(model_dir), "--images", str(tmp_path / "images"),
                           "--output", str(tmp_path / "s.csv")])
-    assert "broken.png" in str(error.value.code)
+    assert error.value.code == 1 and "broken.png" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -572,14 +576,14 @@ def test_fit_without_feature_flags_uses_imagenet_when_converted(tmp_path, monkey
         assert len(notes) == 1 and "bash scripts/fetch_feature_weights.sh" in notes[0]
 
 
-def test_missing_imagenet_weights_stop_fit_before_training(textures, tmp_path, monkeypatch):
+def test_missing_imagenet_weights_stop_fit_before_training(textures, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "empty_home"))
     out = tmp_path / "out"
     for flags in (["--feature_network", "alexnet"], ["--feature_weights", "imagenet"], ["--mse_weight", "0.5"]):
         with pytest.raises(SystemExit) as error:
             anomaly_cli.main(["fit", "--train_dir", str(textures["clean_dir"]), "--output_dir", str(out), "--mode",
                               "inpainting", *flags, *TINY, "--max_train_steps", "2"])
-        message = str(error.value.code)
-        assert str(tmp_path / "empty_home" / "features") in message, flags
+        message = capsys.readouterr().err
+        assert error.value.code == 1 and str(tmp_path / "empty_home" / "features") in message, flags
         assert "bash scripts/fetch_feature_weights.sh" in message and "--feature_network none" in message
         assert not out.exists()

@@ -14,9 +14,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import evaluate  # noqa: E402
-import train_accelerate  # noqa: E402
-from pconv_hf import PConvUNet  # noqa: E402
+from pconv_hf import (  # noqa: E402
+    PConvUNet,  # noqa: E402
+    evaluation,
+    training,
+)
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label  # noqa: E402
 
 BUCKETS = [bucket_label(b) for b in HOLE_RATIO_BUCKETS]
@@ -44,7 +46,7 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
     pconv, plain = models
     out = tmp_path / "eval"
-    results = evaluate.main(["--model", str(pconv), "--data", str(photos), "--baselines", f"telea,ns,unet:{plain}",
+    results = evaluation.main(["--model", str(pconv), "--data", str(photos), "--baselines", f"telea,ns,unet:{plain}",
                              "--output_dir", str(out), "--num_images", "3", "--device", "cpu",
                              "--save_masks", str(tmp_path / "masks")])
     printed = capsys.readouterr().out
@@ -86,9 +88,9 @@ def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
 def test_frozen_masks_reproduce_generated_ones(photos, models, tmp_path):
     pconv, _ = models
     common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu"]
-    generated = evaluate.main([*common, "--border_margin", "0", "--output_dir", str(tmp_path / "a"),
+    generated = evaluation.main([*common, "--border_margin", "0", "--output_dir", str(tmp_path / "a"),
                                "--save_masks", str(tmp_path / "masks")])
-    frozen = evaluate.main([*common, "--masks", str(tmp_path / "masks" / "border-0"), "--output_dir",
+    frozen = evaluation.main([*common, "--masks", str(tmp_path / "masks" / "border-0"), "--output_dir",
                             str(tmp_path / "b")])
     assert list(generated.values())[0] == list(frozen.values())[0]
 
@@ -99,7 +101,7 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
 
     out = tmp_path / "run"
     try:
-        train_accelerate.main(["--train_data", str(photos), "--validation_data", str(photos), "--output_dir",
+        training.main(["--train_data", str(photos), "--validation_data", str(photos), "--output_dir",
                                str(out), "--resolution", "64", "--layer_size", "5", "--base_channels", "8",
                                "--train_batch_size", "2", "--max_train_steps", "2", "--perceptual_network", "none",
                                "--report_to", "none", "--num_validation_images", "3", "--mixed_precision", "no"])
@@ -109,7 +111,7 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
         PartialState._reset_state()
     validation = json.loads((out / "validation.jsonl").read_text().splitlines()[-1])
     assert validation["step"] == 2
-    results = evaluate.main(["--model", str(out), "--data", str(photos), "--baselines", "", "--border_margin", "0",
+    results = evaluation.main(["--model", str(out), "--data", str(photos), "--baselines", "", "--border_margin", "0",
                              "--output_dir", str(tmp_path / "eval"), "--device", "cpu"])
     evaluated = results["border margin 0 px (holes anywhere)"]["PConv (run)"]
     for bucket in [*BUCKETS, "all"]:
@@ -117,12 +119,12 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
             assert evaluated[bucket][metric] == pytest.approx(validation["results"][bucket][metric], rel=1e-5)
 
 
-def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path):
+def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path, capsys):
     pconv, _ = models
     common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu",
               "--border_margin", "0"]
-    one = evaluate.main([*common, "--output_dir", str(tmp_path / "one")])
-    three = evaluate.main([*common, "--masks_per_image", "3", "--output_dir", str(tmp_path / "three"),
+    one = evaluation.main([*common, "--output_dir", str(tmp_path / "one")])
+    three = evaluation.main([*common, "--masks_per_image", "3", "--output_dir", str(tmp_path / "three"),
                            "--save_masks", str(tmp_path / "masks")])
     setting = "border margin 0 px (holes anywhere)"
     assert all(three[setting]["Telea"][b]["count"] == 9 for b in BUCKETS)
@@ -131,13 +133,14 @@ def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path):
     assert three[setting]["Telea"]["all"]["psnr"] != one[setting]["Telea"]["all"]["psnr"]
     meta = json.loads((tmp_path / "three" / "results.json").read_text())["meta"]
     assert meta["masks_per_image"] == 3 and len(meta["images"]) == 3
-    with pytest.raises(SystemExit, match="--masks_per_image must be >= 1, got 0"):
-        evaluate.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
+    with pytest.raises(SystemExit) as error:
+        evaluation.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
+    assert error.value.code == 1 and "--masks_per_image must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_no_lpips_flag(photos, models, tmp_path, capsys):
     pconv, _ = models
-    results = evaluate.main(["--model", str(pconv), "--data", str(photos), "--baselines", "", "--border_margin", "0",
+    results = evaluation.main(["--model", str(pconv), "--data", str(photos), "--baselines", "", "--border_margin", "0",
                              "--num_images", "1", "--output_dir", str(tmp_path / "out"), "--device", "cpu",
                              "--no_lpips"])
     rows = results["border margin 0 px (holes anywhere)"]["PConv (pconv)"]

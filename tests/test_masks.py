@@ -314,16 +314,20 @@ def test_load_mask_treats_transparent_pixels_as_valid(tmp_path):
     np.testing.assert_array_equal(load_mask(tmp_path / "black.png", holes_are="black"), EXPECTED)
 
 
-def test_load_mask_resizes_then_binarises(tmp_path):
+def test_load_mask_applies_the_one_rule_then_resizes_by_coverage(tmp_path):
     Image.fromarray(square_hole_image(255, 0)).save(tmp_path / "square.png")
     valid_mask = load_mask(tmp_path / "square.png", size=(48, 80))
     assert_binary_float32(valid_mask, (48, 80))
     assert hole_ratio(valid_mask) == pytest.approx(0.25, abs=0.03)
-    # One-pixel stripes averaging below / above 0.5: binarising first would keep stripes (or all holes).
-    for dark, bright, expected_ratio in ((0, 200, 0.0), (100, 255, 1.0)):
-        stripes = np.tile(np.array([dark, bright], np.uint8), (32, 16))
+    # The one rule first (any nonzero pixel is a hole, even a faint 40), then resizing by coverage: stripes with a
+    # quarter of their rows faint-but-nonzero cover 25 % (all valid after a 4x reduction), three quarters 75 %.
+    for hole_rows, expected_ratio in ((1, 0.0), (3, 1.0)):
+        stripes = np.zeros((32, 32), np.uint8)
+        for row in range(hole_rows):
+            stripes[row::4] = 40
         Image.fromarray(stripes).save(tmp_path / "stripes.png")
-        assert hole_ratio(load_mask(tmp_path / "stripes.png", size=(16, 16))) == expected_ratio
+        assert hole_ratio(load_mask(tmp_path / "stripes.png")) == hole_rows / 4
+        assert hole_ratio(load_mask(tmp_path / "stripes.png", size=(8, 8))) == expected_ratio
 
 
 def test_load_mask_errors_name_the_bad_value(tmp_path):

@@ -22,18 +22,11 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train_accelerate  # noqa: E402
-from pconv_hf import PConvUNet  # noqa: E402
-from pconv_hf.data import (  # noqa: E402
-    BadImageError,
-    DataPosition,
-    TrainingStream,
-    decode_image,
-    load_examples,
-    make_mask_source,
-    rank_stream,
-)
+from pconv_hf import PConvUNet, training  # noqa: E402
+from pconv_hf.data import DataPosition, TrainingStream, load_examples, rank_stream  # noqa: E402
+from pconv_hf.images import BadImageError, decode_image  # noqa: E402
 from pconv_hf.losses import LossWeights  # noqa: E402
+from pconv_hf.masks import make_mask_source  # noqa: E402
 from pconv_hf.training import flatten_metrics, loss_weights_at  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "moon", "page")
@@ -71,7 +64,7 @@ def val_dir(tmp_path_factory) -> Path:
 
 
 def train(*extra: str) -> dict:
-    return train_accelerate.main([*TINY, *extra])
+    return training.main([*TINY, *extra])
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -201,7 +194,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
         assert steps == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # the second run picked up at step 4
     finals = [json.loads(Path(f"{seen}.rank{r}.json").read_text()) for r in (0, 1)]
     assert [f["global_step"] for f in finals] == [6, 6]
-    export_hash = train_accelerate._state_hash(PConvUNet.from_pretrained(out))
+    export_hash = training._state_hash(PConvUNet.from_pretrained(out))
     assert finals[0]["state_hash"] == finals[1]["state_hash"] == export_hash
 
 
@@ -363,7 +356,7 @@ def test_grayscale_augmentation_keeps_crops_and_masks(photo_dir):
 
 
 def test_lr_schedules():
-    factor = train_accelerate.lr_factor
+    factor = training.lr_factor
     assert [factor(s, schedule="constant", warmup=4, total=10) for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
     cosine = [factor(s, schedule="cosine", warmup=2, total=12) for s in range(13)]
     assert cosine[:3] == [0.5, 1.0, 1.0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -25,29 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._cli import CliError, HelpFormatter, fail, parse_device
+from ..visualize import heatmap_panel
+
 PROG = "pconv-anomaly"
 SCORE_COLUMNS = ("image", "score", "mse", "perceptual")
-# train_accelerate.py flags that `fit` derives itself (anomaly.json must agree with the model and the data).
-_FIT_OWNED_FLAGS = {
-    "--train_data": "--train_dir", "--validation_data": "--train_dir", "--output_dir": "--output_dir",
-    "--resolution": "--resolution", "--layer_size": "--layer_size", "--conv_type": "--mode",
-    "--mask_source": "--mode and --grid_cells", "--init_from": None,
-}  # fmt: skip
 _POSITIVE_LABELS = {"1", "defective", "defect", "bad", "anomalous", "true"}
 _NEGATIVE_LABELS = {"0", "good", "ok", "clean", "normal", "false"}
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit status 1."""
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except None and False (required flags, switches, 'not set')."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -61,50 +44,84 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstructs them. Higher score = more anomalous; defective iff score >= threshold.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,score,threshold}")
-    defaults = _HelpFormatter
+    defaults = HelpFormatter
 
     fit = commands.add_parser(
-        "fit", formatter_class=defaults, help="train on clean images (through train_accelerate.py)",
+        "fit",
+        formatter_class=defaults,
+        help="train on clean images (through pconv_hf.training)",
         description="Split the clean images 90/10 (by --seed), compute their mean/std, train a PConvUNet with "
-        "train_accelerate.py, calibrate on the validation part and write OUT/anomaly.json. Extra arguments after "
-        "'--' go to train_accelerate.py unchanged (e.g. -- --learning_rate 1e-3 --report_to tensorboard).",
+        "pconv_hf.training (train_accelerate.py's flags), calibrate on the validation part and write "
+        "OUT/anomaly.json. Extra arguments after '--' are train_accelerate.py flags (e.g. -- --learning_rate 1e-3 "
+        "--report_to tensorboard).",
     )
     fit.add_argument("--train_dir", required=True, type=Path, help="folder of clean images (searched recursively)")
     fit.add_argument("--output_dir", required=True, type=Path, help="model, anomaly.json, split and logs go here")
-    fit.add_argument("--mode", required=True, choices=["autoencoder", "inpainting"],
-                     help="autoencoder: plain-conv U-Net reconstructs the whole image; inpainting: partial-conv "
-                     "U-Net fills grid cells from their surroundings")
+    fit.add_argument(
+        "--mode",
+        required=True,
+        choices=["autoencoder", "inpainting"],
+        help="autoencoder: plain-conv U-Net reconstructs the whole image; inpainting: partial-conv "
+        "U-Net fills grid cells from their surroundings",
+    )
     fit.add_argument("--resolution", type=int, default=256, help="images are resized (whole) to this square size")
     fit.add_argument("--layer_size", type=int, default=None, help="U-Net depth (default: log2(resolution) - 1)")
     fit.add_argument("--base_channels", type=int, default=32, help="width of the first layer (64 = paper)")
     fit.add_argument("--max_train_steps", type=int, default=5000, help="optimizer updates")
     fit.add_argument("--train_batch_size", type=int, default=8, help="images per update")
     fit.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate")
-    fit.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                     help="bf16 is several times faster on recent CPUs (default: the accelerate config)")
+    fit.add_argument(
+        "--mixed_precision",
+        choices=["no", "fp16", "bf16"],
+        default=None,
+        help="bf16 is several times faster on recent CPUs (default: the accelerate config)",
+    )
     fit.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and the data order")
     fit.add_argument("--validation_fraction", type=float, default=0.1, help="share of images held out")
-    fit.add_argument("--synthetic_defects", type=float, default=0.0, metavar="P",
-                     help="share of training inputs given a synthetic defect while the target stays clean: the "
-                     "model learns to remove such defects (see docs/anomaly.md)")
+    fit.add_argument(
+        "--synthetic_defects",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of training inputs given a synthetic defect while the target stays clean: the "
+        "model learns to remove such defects (see docs/anomaly.md)",
+    )
     fit.add_argument("--synthetic_defect_kinds", default="circle,scratch,stain", help="kinds for --synthetic_defects")
     scoring = fit.add_argument_group("scoring (stored in anomaly.json)")
-    scoring.add_argument("--mse_weight", type=float, default=None,
-                         help="lambda: score = lambda*MSE + (1-lambda)*perceptual (default 0.5; 1 without a "
-                         "feature term, --feature_network none)")
-    scoring.add_argument("--feature_network", choices=["vgg16", "alexnet", "none"], default=None,
-                         help="network of the perceptual term (default: vgg16 with ImageNet weights when they are "
-                         "converted, else none, with a note; see --feature_weights)")
-    scoring.add_argument("--feature_weights", choices=["imagenet", "random"], default=None,
-                         help="imagenet (default): converted once by `bash scripts/fetch_feature_weights.sh`, never "
-                         "downloaded; asked for and missing, fit stops before training. random: fixed-seed random "
-                         "init")
+    scoring.add_argument(
+        "--mse_weight",
+        type=float,
+        default=None,
+        help="lambda: score = lambda*MSE + (1-lambda)*perceptual (default 0.5; 1 without a "
+        "feature term, --feature_network none)",
+    )
+    scoring.add_argument(
+        "--feature_network",
+        choices=["vgg16", "alexnet", "none"],
+        default=None,
+        help="network of the perceptual term (default: vgg16 with ImageNet weights when they are "
+        "converted, else none, with a note; see --feature_weights)",
+    )
+    scoring.add_argument(
+        "--feature_weights",
+        choices=["imagenet", "random"],
+        default=None,
+        help="imagenet (default): converted once by `bash scripts/fetch_feature_weights.sh`, never "
+        "downloaded; asked for and missing, fit stops before training. random: fixed-seed random "
+        "init",
+    )
     scoring.add_argument("--grid_cells", type=int, default=8, help="inpainting mode: grid cells per image side")
-    scoring.add_argument("--grid_period", type=int, default=2,
-                         help="inpainting mode: period**2 passes (2 = checkerboard in both directions, 4 passes)")
+    scoring.add_argument(
+        "--grid_period",
+        type=int,
+        default=2,
+        help="inpainting mode: period**2 passes (2 = checkerboard in both directions, 4 passes)",
+    )
 
     score = commands.add_parser(
-        "score", formatter_class=defaults, help="score images; heat maps",
+        "score",
+        formatter_class=defaults,
+        help="score images; heat maps",
         description="Write one CSV row per image: image, score, mse, perceptual (and label with --good_dir / "
         "--defect_dir, defective with --threshold). With --heatmaps, one PNG per image: input | reconstruction "
         "| heat-map overlay.",
@@ -115,20 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--defect_dir", type=Path, help="folder of defective images (label 1)")
     score.add_argument("--output", required=True, type=Path, help="CSV file to write")
     score.add_argument("--heatmaps", type=Path, default=None, help="folder for the heat-map PNGs")
-    score.add_argument("--threshold", default=None,
-                       help="a threshold name stored in anomaly.json (e.g. best_f1) or a number: adds a 0/1 "
-                       "'defective' column")
+    score.add_argument(
+        "--threshold",
+        default=None,
+        help="a threshold name stored in anomaly.json (e.g. best_f1) or a number: adds a 0/1 'defective' column",
+    )
     score.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
     score.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1', ...")
 
     threshold = commands.add_parser(
-        "threshold", formatter_class=defaults, help="choose thresholds on labelled scores; TP/FP/TN/FN, ROC-AUC",
+        "threshold",
+        formatter_class=defaults,
+        help="choose thresholds on labelled scores; TP/FP/TN/FN, ROC-AUC",
         description="Choose the best-F1, TPR>=R, TNR>=R and midpoint thresholds on --scores (labelled) and report "
         "TP/FP/TN/FN/TPR/TNR and ROC-AUC on --scores and, if given, --test_scores, as a markdown table and a CSV.",
     )
     threshold.add_argument("--scores", required=True, type=Path, help="labelled validation scores (CSV from `score`)")
-    threshold.add_argument("--labels", type=Path, default=None,
-                           help="CSV with columns image,label (1/defective, 0/good) when --scores has no label column")
+    threshold.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="CSV with columns image,label (1/defective, 0/good) when --scores has no label column",
+    )
     threshold.add_argument("--test_scores", type=Path, default=None, help="labelled test scores to evaluate on")
     threshold.add_argument("--test_labels", type=Path, default=None, help="labels CSV for --test_scores")
     threshold.add_argument("--target_rate", type=float, default=0.95, help="R of the TPR>=R and TNR>=R thresholds")
@@ -139,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # Everything after "--" belongs to train_accelerate.py.
+    # Everything after "--" is a training flag (train_accelerate.py's).
     extra: list[str] = []
     if "--" in argv:
         split = argv.index("--")
@@ -147,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if extra and args.command != "fit":
-        sys.exit(f"{PROG} {args.command}: error: arguments after '--' are only for `fit`")
+        fail(f"{PROG} {args.command}", "arguments after '--' are only for `fit`")
     try:
         if args.command == "fit":
             fit(args, extra)
@@ -156,31 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         else:
             threshold(args)
     except (CliError, ValueError, FileNotFoundError) as error:
-        sys.exit(f"{PROG} {args.command}: error: {error}")
+        fail(f"{PROG} {args.command}", error)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # fit
-
-
-def _train_module():
-    """train_accelerate.py: importable when the repository root is on sys.path, else found next to the package."""
-    try:
-        import train_accelerate
-
-        return train_accelerate
-    except ModuleNotFoundError:
-        pass
-    path = Path(__file__).resolve().parents[1] / "train_accelerate.py"
-    if not path.is_file():
-        raise CliError(
-            "`fit` needs train_accelerate.py from the pconv_hf repository (it is not part of the installed "
-            "package): run it from a source checkout (pip install -e .)"
-        )
-    spec = importlib.util.spec_from_file_location("train_accelerate", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _link_split(files: list[Path], root: Path, directory: Path) -> list[str]:
@@ -201,8 +206,8 @@ def _link_split(files: list[Path], root: Path, directory: Path) -> list[str]:
 
 def _usable_images(files, resolution: int):
     """Yield the images of ``files`` that decode, warning about (and skipping) the others."""
-    from . import anomaly
-    from .data import BadImageError
+    from .. import anomaly
+    from ..images import BadImageError
 
     for file in files:
         try:
@@ -212,8 +217,8 @@ def _usable_images(files, resolution: int):
 
 
 def fit(args: argparse.Namespace, extra: list[str]) -> None:
-    from . import anomaly
-    from .model import PConvUNet
+    from .. import anomaly, training
+    from ..model import PConvUNet
 
     layer_size = args.layer_size if args.layer_size is not None else max(1, int(math.log2(args.resolution)) - 1)
     feature_network, feature_weights, mse_weight, note = anomaly.resolve_features(
@@ -223,28 +228,67 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
         raise CliError("--max_train_steps and --train_batch_size must be >= 1")
     if args.resolution % 2**layer_size:
         raise CliError(f"--resolution {args.resolution} must be a multiple of 2**layer_size = {2**layer_size}")
-    for flag in extra:
-        name = flag.split("=")[0]
-        if name in _FIT_OWNED_FLAGS:
-            instead = _FIT_OWNED_FLAGS[name]
-            raise CliError(f"{name} after '--' is set by fit itself" + (f"; use fit's {instead}" if instead else ""))
     output_dir: Path = args.output_dir
     if output_dir.resolve() == args.train_dir.resolve() or args.train_dir.resolve() in output_dir.resolve().parents:
         raise CliError("--output_dir must not be inside --train_dir (the split folders would become training data)")
 
     # 1. Everything that can fail cheaply fails before training: config values and the feature network.
     config = anomaly.AnomalyConfig(
-        mode=args.mode, resolution=args.resolution, mse_weight=mse_weight, feature_network=feature_network,
-        feature_weights=feature_weights, grid_cells=args.grid_cells, grid_period=args.grid_period,
+        mode=args.mode,
+        resolution=args.resolution,
+        mse_weight=mse_weight,
+        feature_network=feature_network,
+        feature_weights=feature_weights,
+        grid_cells=args.grid_cells,
+        grid_period=args.grid_period,
     )
-    probe = PConvUNet(layer_size=layer_size, base_channels=1, sample_size=args.resolution,
-                      conv_type="plain" if args.mode == "autoencoder" else "partial")
+    probe = PConvUNet(
+        layer_size=layer_size,
+        base_channels=1,
+        sample_size=args.resolution,
+        conv_type="plain" if args.mode == "autoencoder" else "partial",
+    )
     anomaly.AnomalyDetector(probe, config)  # loads the feature network: a missing checkpoint stops here
     if note:
         print(f"note: {note}", file=sys.stderr)
-    train_accelerate = _train_module()
 
-    # 2. Deterministic split, materialised as two folders of links for train_accelerate.py.
+    # The training settings: those fit owns (they must agree with anomaly.json and the split), the rest from
+    # the flags after "--", then training's own defaults. Checked now, before any work.
+    owned = {  # setting: (value, the fit flag it comes from)
+        "train_data": (str(output_dir / "split" / "train"), "--train_dir"),
+        "validation_data": (str(output_dir / "split" / "validation"), "--train_dir"),
+        "output_dir": (str(output_dir), "--output_dir"),
+        "resolution": (args.resolution, "--resolution"),
+        "layer_size": (layer_size, "--layer_size"),
+        "conv_type": ("plain" if args.mode == "autoencoder" else "partial", "--mode"),
+        "mask_source": (
+            "none" if args.mode == "autoencoder" else f"grid:{args.grid_cells}:{args.grid_period}",
+            "--mode and --grid_cells",
+        ),
+        "init_from": (None, "nothing: fit always trains from scratch"),
+    }
+    fit_defaults = {
+        "base_channels": args.base_channels,
+        "train_transform": "resize_flip",
+        "synthetic_defects": args.synthetic_defects,
+        "synthetic_defect_kinds": args.synthetic_defect_kinds,
+        "perceptual_network": "none",
+        "max_train_steps": args.max_train_steps,
+        "train_batch_size": args.train_batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+        "num_validation_images": 8,
+        "validation_steps": args.max_train_steps,
+        "min_image_side": 1,
+        "report_to": "none",
+        "mixed_precision": args.mixed_precision,
+    }
+    settings = training.parse_args(extra, defaults={**{k: v for k, (v, _) in owned.items()}, **fit_defaults})
+    for name, (value, source) in owned.items():
+        if getattr(settings, name) != value:
+            raise CliError(f"--{name} after '--' is set by fit itself; use fit's {source}")
+
+    # 2. Deterministic split, materialised as two folders of links for training.
     files = anomaly.list_images(args.train_dir)
     train_files, validation_files = anomaly.split_files(files, args.validation_fraction, args.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -262,26 +306,8 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
     )
 
     # 4. Train.
-    train_args = [
-        "--train_data", str(output_dir / "split" / "train"),
-        "--validation_data", str(output_dir / "split" / "validation"),
-        "--output_dir", str(output_dir),
-        "--resolution", str(args.resolution), "--layer_size", str(layer_size),
-        "--base_channels", str(args.base_channels),
-        "--conv_type", "plain" if args.mode == "autoencoder" else "partial",
-        "--mask_source", "none" if args.mode == "autoencoder" else f"grid:{args.grid_cells}:{args.grid_period}",
-        "--train_transform", "resize_flip",
-        "--synthetic_defects", str(args.synthetic_defects),
-        "--synthetic_defect_kinds", args.synthetic_defect_kinds,
-        "--perceptual_network", "none",
-        "--max_train_steps", str(args.max_train_steps), "--train_batch_size", str(args.train_batch_size),
-        "--learning_rate", str(args.learning_rate), "--seed", str(args.seed),
-        "--num_validation_images", str(min(8, len(validation_files))),
-        "--validation_steps", str(args.max_train_steps), "--min_image_side", "1", "--report_to", "none",
-    ]  # fmt: skip
-    if args.mixed_precision:
-        train_args += ["--mixed_precision", args.mixed_precision]
-    result = train_accelerate.main(train_args + extra)
+    settings.num_validation_images = min(settings.num_validation_images, len(validation_files))
+    result = training.train(settings)
 
     # 5. Calibrate on the clean validation images; score them with and without synthetic defects.
     detector = anomaly.AnomalyDetector(PConvUNet.from_pretrained(output_dir), config)
@@ -314,9 +340,11 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
         "validation_synthetic_defect_roc_auc": synthetic_auc,
     }  # fmt: skip
     path = config.save(output_dir)
-    print(f"wrote {path}: clean validation score mean {np.mean(clean_scores):.3f} (1 = typical by construction), "
-          f"ROC-AUC against synthetic defects {synthetic_auc:.3f}; labelled scores in "
-          f"{output_dir / 'validation_scores.csv'}")
+    print(
+        f"wrote {path}: clean validation score mean {np.mean(clean_scores):.3f} (1 = typical by construction), "
+        f"ROC-AUC against synthetic defects {synthetic_auc:.3f}; labelled scores in "
+        f"{output_dir / 'validation_scores.csv'}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -329,7 +357,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def score(args: argparse.Namespace) -> None:
-    from . import anomaly
+    from .. import anomaly
 
     labelled = args.good_dir is not None or args.defect_dir is not None
     if (args.images is None) == (not labelled):
@@ -348,7 +376,7 @@ def score(args: argparse.Namespace) -> None:
             heatmap_name = Path(prefix) / path.relative_to(folder).with_suffix(".png")
             jobs.append((path, label, heatmap_name))
 
-    detector = anomaly.AnomalyDetector.from_pretrained(args.model, device=args.device)
+    detector = anomaly.AnomalyDetector.from_pretrained(args.model, device=parse_device(args.device))
     threshold = _resolve_threshold(args.threshold, detector.config)
 
     rows = []
@@ -371,9 +399,7 @@ def score(args: argparse.Namespace) -> None:
             if args.heatmaps is not None:
                 target = args.heatmaps / heatmap_name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                panel = anomaly.heatmap_panel(
-                    images[i], maps.reconstruction[i], maps.heatmap[i], detector.config.heatmap_max
-                )
+                panel = heatmap_panel(images[i], maps.reconstruction[i], maps.heatmap[i], detector.config.heatmap_max)
                 panel.save(target)
         progress.update(len(batch_paths))
     progress.close()
@@ -463,7 +489,7 @@ def read_labelled_scores(scores_path: Path, labels_path: Path | None) -> tuple[l
 
 
 def threshold(args: argparse.Namespace) -> None:
-    from . import anomaly
+    from .. import anomaly
 
     if args.test_labels is not None and args.test_scores is None:
         raise CliError("--test_labels needs --test_scores")

@@ -1,0 +1,68 @@
+"""What the command-line entry points share: the one-line error convention, ``--device``, loading a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+import torch
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None and False (required flags, switches, 'not set')."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def fail(prog: str, error: BaseException | str) -> NoReturn:
+    """``prog: error: message`` on stderr and exit status 1: never a traceback for a problem the user can fix."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(prog: str, command: Callable[[], object]) -> None:
+    """Run ``command``; a :class:`CliError`, ``ValueError`` or ``FileNotFoundError`` ends the program in one line."""
+    try:
+        command()
+    except (CliError, ValueError, FileNotFoundError) as error:
+        fail(prog, error)
+
+
+def parse_device(value: str | None, flag: str = "--device") -> torch.device | None:
+    """``--device``: None for "auto" (or None: CUDA when available), else the torch device, checked to exist."""
+    if value is None or value == "auto":
+        return None
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise CliError(f"{flag} {value}: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"{flag} {value}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CliError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def load_model(name_or_path: str | None, device: str | None = "auto", flag: str = "--model"):
+    """``pconv_hf.load_model`` for a CLI: a bad ``--device`` or model becomes a :class:`CliError`."""
+    import pconv_hf
+
+    chosen = parse_device(device)
+    if name_or_path is None and not pconv_hf.DEFAULT_CHECKPOINT.is_dir():
+        raise CliError(
+            f"the bundled model is missing (no folder {pconv_hf.DEFAULT_CHECKPOINT}); pass {flag} DIR (a folder with "
+            "config.json and model.safetensors) or a Hub id"
+        )
+    try:
+        return pconv_hf.load_model(name_or_path, device=chosen)
+    except (ValueError, OSError) as err:
+        raise CliError(f"{flag} {name_or_path}: {err}" if name_or_path else str(err)) from err

@@ -1,0 +1,222 @@
+"""pconv_hf.images: one rule for user masks everywhere, EXIF orientation, modes the output can't hold, bombs."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import pconv_hf
+from pconv_hf import PartialConv2d, PConvUNet
+from pconv_hf.cli import main as cli_main
+from pconv_hf.evaluation import mask_settings
+from pconv_hf.images import displayed_size, list_images, open_image, to_hole_mask
+from pconv_hf.masks import MaskFolder, load_mask, make_mask_source
+
+SIZE = 64
+
+
+def soft_edged_disc() -> np.ndarray:
+    """(64, 64) uint8: a disc at 255 with an anti-aliased rim of faint values (1-254), zero elsewhere."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    distance = np.hypot(yy - 30.3, xx - 33.7)
+    return np.clip((14 - distance) * 60, 0, 255).astype(np.uint8)
+
+
+def mask_files(folder: Path) -> dict[str, Path]:
+    """The same disc as a soft-edged JPEG, RGBA (transparent outside), 16-bit PNG and palette PNG."""
+    folder.mkdir()
+    disc = soft_edged_disc()
+    files = {}
+    files["jpeg"] = folder / "disc.jpg"
+    Image.fromarray(disc).save(files["jpeg"], quality=75)
+    rgba = np.zeros((SIZE, SIZE, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere: only the opaque pixels count
+    rgba[..., 3] = disc
+    files["rgba"] = folder / "disc_rgba.png"
+    Image.fromarray(rgba).save(files["rgba"])
+    files["16-bit"] = folder / "disc16.png"
+    Image.fromarray(disc.astype(np.uint16) * 257).save(files["16-bit"])
+    files["palette"] = folder / "disc_palette.png"
+    Image.fromarray(disc).convert("P").save(files["palette"])
+    return files
+
+
+def test_one_rule_nonzero_fills_transparent_never():
+    disc = soft_edged_disc()
+    np.testing.assert_array_equal(to_hole_mask(disc), disc != 0)
+    faint = np.zeros((4, 4), np.uint8)
+    faint[1, 2] = 40  # a JPEG or anti-aliased edge pixel: filled, everywhere
+    assert to_hole_mask(faint).sum() == 1
+    rgba = np.full((4, 4, 4), 255, np.uint8)
+    rgba[..., 3] = 0
+    assert not to_hole_mask(rgba).any()
+    assert to_hole_mask(np.where(faint == 0, 255, 0).astype(np.uint8), holes_are="black").sum() == 1
+    with pytest.raises(ValueError, match="does not match image size 5x4"):
+        to_hole_mask(faint, 4, 5)
+
+
+def test_same_mask_file_gives_the_same_hole_everywhere(tmp_path, tiny_model):
+    """inpaint(), the CLI, evaluate --masks and a training mask folder read a mask file by one rule."""
+    files = mask_files(tmp_path / "masks")
+    photo = data.astronaut()[:SIZE, 200 : 200 + SIZE]
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    for kind, path in files.items():
+        expected = to_hole_mask(path)
+        # JPEG noise may add faint pixels, never lose the disc or its rim.
+        assert expected[soft_edged_disc() != 0].all(), kind
+        # inpaint(): exactly the hole pixels change.
+        result = np.asarray(pconv_hf.inpaint(tmp_path / "photo.png", path, model=tiny_model))
+        changed = (result != photo).any(axis=-1)
+        assert not changed[~expected].any() and changed[expected].mean() > 0.9, kind
+        # The CLI writes the same thing.
+        out = tmp_path / f"cli-{kind}.png"
+        code = _run_cli(
+            ["--image", tmp_path / "photo.png", "--mask", path, "-o", out, "--model", _saved(tiny_model, tmp_path)]
+        )
+        assert code == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), result)
+        # evaluate --masks, a training mask folder (--mask_source DIR) and load_mask: the same hole.
+        single = tmp_path / f"folder-{kind}"
+        single.mkdir()
+        (single / path.name).write_bytes(path.read_bytes())
+        np.testing.assert_array_equal(load_mask(path) == 0, expected)
+        np.testing.assert_array_equal(MaskFolder(single)[0] == 0, expected)
+        training_mask = make_mask_source(str(single), SIZE)(np.random.default_rng(0))
+        assert (training_mask == 0).sum() == expected.sum()  # flipped / transposed, same hole
+        args = type("Args", (), {"masks": str(single)})()
+        ((_, evaluated),) = next(iter(mask_settings(args, SIZE, 1).values()))
+        np.testing.assert_array_equal(evaluated == 0, expected)
+
+
+_SAVED: dict[int, Path] = {}
+
+
+def _saved(model: PConvUNet, tmp_path: Path) -> Path:
+    if id(model) not in _SAVED:
+        model.save_pretrained(tmp_path / "model")
+        _SAVED[id(model)] = tmp_path / "model"
+    return _SAVED[id(model)]
+
+
+def _run_cli(args) -> int:
+    try:
+        cli_main([str(arg) for arg in args])
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def exif_rotated_photo(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A phone-style JPEG stored 300 wide x 451 high... displayed turned (EXIF orientation 6: 451 x 300), and a
+    mask drawn on the displayed photo. Returns (photo, mask, displayed pixels)."""
+    displayed = data.chelsea()  # (300, 451, 3): as the person sees it
+    stored = np.ascontiguousarray(np.rot90(displayed, k=-1))  # rotated so orientation 6 shows it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "exif.jpg"
+    Image.fromarray(stored).save(photo, exif=exif, quality=100, subsampling=0)
+    mask = np.zeros(displayed.shape[:2], np.uint8)
+    mask[40:90, 300:380] = 255  # the cat's ear region, away from the centre
+    mask_path = tmp_path / "exif_mask.png"
+    Image.fromarray(mask).save(mask_path)
+    upright = np.asarray(open_image(photo).convert("RGB"))
+    return photo, mask_path, upright
+
+
+def test_exif_rotated_photo_fills_where_the_mask_was_drawn(tmp_path, tiny_model, model_dir):
+    photo, mask_path, upright = exif_rotated_photo(tmp_path)
+    assert displayed_size(photo) == (451, 300) and Image.open(photo).size == (300, 451)
+    hole = to_hole_mask(mask_path)
+    result = np.asarray(pconv_hf.inpaint(photo, mask_path, model=tiny_model))
+    assert result.shape == (300, 451, 3)
+    changed = (result != upright).any(axis=-1)
+    assert not changed[~hole].any() and changed[hole].mean() > 0.9
+
+    # The CLI (which used to refuse: "exif_mask.png is 451x300 but exif.jpg is 300x451") writes the same pixels,
+    # upright, with no orientation tag left to turn them again.
+    model = PConvUNet.from_pretrained(model_dir)
+    out = tmp_path / "out.png"
+    assert _run_cli(["--image", photo, "--mask", mask_path, "-o", out, "--model", model_dir]) == 0
+    with Image.open(out) as written:
+        assert written.size == (451, 300) and written.getexif().get(0x0112, 1) == 1
+        cli_result = np.asarray(written)
+    np.testing.assert_array_equal(cli_result, np.asarray(pconv_hf.inpaint(photo, mask_path, model=model)))
+
+    # The app on the same files: Gradio turns the upload upright, the person paints on what they see.
+    from gradio.data_classes import FileData
+    from gradio.image_utils import preprocess_image
+
+    import app
+
+    background = preprocess_image(FileData(path=str(photo), orig_name="exif.jpg"), str(tmp_path), "png", "RGBA", "pil")
+    layer = Image.open(mask_path).convert("RGBA")
+    done = app.predict(
+        {"background": background, "layers": [layer], "composite": None}, "crop", 0, models={"tiny": model}
+    )
+    np.testing.assert_array_equal(np.asarray(done.result.convert("RGB")), cli_result)
+
+
+def test_cmyk_photo_is_written_as_rgb_png_with_a_note(tmp_path, model_dir, capsys):
+    rgb = data.coffee()[:128, :128]
+    photo = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(photo, quality=95)
+    mask = np.zeros((128, 128), np.uint8)
+    mask[40:70, 50:90] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert _run_cli(["--image", photo, "--mask", tmp_path / "mask.png", "-o", out, "--model", model_dir]) == 0
+    with Image.open(out) as written:
+        assert written.mode == "RGB" and written.size == (128, 128)
+        filled = np.asarray(written)
+    original = np.asarray(Image.open(photo).convert("RGB"))
+    np.testing.assert_array_equal(filled[mask == 0], original[mask == 0])
+    assert "cannot hold CMYK" in capsys.readouterr().err
+
+
+def bomb_png(path: Path, side: int = 60000) -> Path:
+    """A small PNG whose header claims ``side`` x ``side`` pixels."""
+    Image.new("L", (1, 1)).save(path)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"IHDR")
+    raw[start + 4 : start + 12] = struct.pack(">II", side, side)
+    raw[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(bytes(raw[start : start + 17])))
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_decompression_bomb_is_a_one_line_error(tmp_path, model_dir, capsys):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    code = _run_cli(["--image", bomb, "--mask", bomb, "-o", tmp_path / "out.png", "--model", model_dir])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "bomb.png" in err and "limit" in err and f"{Image.MAX_IMAGE_PIXELS:,}" in err
+    with pytest.raises(ValueError, match="bomb.png.*MAX_IMAGE_PIXELS"):
+        pconv_hf.inpaint(bomb, bomb, model=PConvUNet.from_pretrained(model_dir))
+
+
+def test_partial_conv_buffer_follows_the_requested_device():
+    layer = PartialConv2d(3, 4, 3, padding=1, device="meta")
+    assert layer.weight.device.type == "meta" and layer.window_ones.device.type == "meta"
+    model = PConvUNet(layer_size=3, base_channels=4, sample_size=8)
+    assert model.config == {
+        "layer_size": 3, "base_channels": 4, "in_channels": 3, "upsampling_mode": "nearest",
+        "conv_type": "partial", "sample_size": 8, "boundary_blend": False,
+    }  # fmt: skip
+    assert PConvUNet(**model.config).config == model.config
+    if torch.cuda.is_available():
+        assert PartialConv2d(3, 4, 3, padding=1, device="cuda").window_ones.is_cuda
+
+
+def test_list_images_one_suffix_list(tmp_path):
+    for name in ("a.PNG", "b.jpeg", "c.webp", "d.txt", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "e.jpg").write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpeg", "c.webp"]
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.PNG", "b.jpeg", "c.webp", "e.jpg"]
