@@ -21,6 +21,8 @@ def valid_channel_count(mask: torch.Tensor, channels: int) -> torch.Tensor:
 
     ``mask`` is (N, 1, H, W), shared by all channels, or (N, channels, H, W).
     """
+    # Counts in float32 or wider: exact at any width (bf16 holds integers exactly only up to 256).
+    mask = mask.to(torch.promote_types(mask.dtype, torch.float32))
     return mask * channels if mask.shape[1] == 1 else mask.sum(dim=1, keepdim=True)
 
 

@@ -327,3 +327,38 @@ def test_inpaint_auto_dtype_follows_the_decision(monkeypatch, tiny_model):
         assert seen[-1] == expected
     tiny_model.inpaint(photo, hole, dtype="float32")
     assert seen[-1] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_upsample_backward_matches_interpolate(dtype, channels_last):
+    """The training path's 2x nearest upsampling: same values and gradients as F.interpolate, for the channel-sliced
+    gradients a concatenation hands it, in both memory formats."""
+    from pconv_hf.model import _NearestUpsample2x
+
+    torch.manual_seed(0)
+    base = torch.randn(2, 6, 5, 7, dtype=dtype)
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
+    ours, reference = base.clone().requires_grad_(), base.clone().requires_grad_()
+    out = _NearestUpsample2x.apply(ours)
+    expected = torch.nn.functional.interpolate(reference, scale_factor=2, mode="nearest")
+    assert torch.equal(out, expected)
+    grad = torch.randn(2, 9, 10, 14, dtype=dtype)[:, 2:8]  # a channel slice, contiguous in no layout
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(ours.grad, reference.grad, rtol=0, atol=1e-2 if dtype == torch.bfloat16 else 1e-6)
+    assert ours.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_bf16_training_step_casts_inputs_once(tiny_model):
+    """Under autocast the forward pass casts image and mask to bf16 up front: the output is the same as letting the
+    first convolution cast, and the gradients flow to every parameter."""
+    image, mask = torch.rand(2, 3, 64, 64), (torch.rand(2, 1, 64, 64) > 0.3).float()
+    tiny_model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = tiny_model(image * mask, mask)
+        loss = output.float().abs().mean()
+    loss.backward()
+    assert output.shape == image.shape and torch.isfinite(output).all()
+    assert all(p.grad is not None for p in tiny_model.parameters() if p.requires_grad)
