@@ -428,31 +428,8 @@ def training_summary(args: argparse.Namespace, step: int) -> str:
 # Training
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """``train_accelerate.py``'s command line: ``train(parse_args(argv))``."""
-    return train(parse_args(argv))
-
-
-def train(args: argparse.Namespace) -> dict:
-    """Train with the settings of :func:`parse_args`; returns ``{"global_step", "skipped", "output_dir",
-    "last_logs"}``. The model is exported to ``args.output_dir`` at every checkpoint and at the end."""
-    output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir), logging_dir=str(output_dir / "logs"), total_limit=args.checkpoints_total_limit
-        ),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not accelerator.is_main_process:
-        import datasets
-
-        datasets.utils.logging.set_verbosity_error()
-    rank, world_size = accelerator.process_index, accelerator.num_processes
-
-    # 1. Loss first: a missing ImageNet checkpoint stops the run before any data or model work.
+def build_loss(args: argparse.Namespace, device: torch.device) -> tuple[InpaintingLoss, LossWeights]:
+    """The loss module (with its feature network, if any) and the weights of its terms."""
     try:
         feature_extractor = make_feature_extractor(args.perceptual_network, args.perceptual_weights)
     except FileNotFoundError as error:
@@ -464,9 +441,7 @@ def train(args: argparse.Namespace) -> dict:
             f"perceptual/style features from a RANDOMLY INITIALISED {args.perceptual_network} "
             "(--perceptual_weights random): not the paper's loss"
         )
-    loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution, ssim=args.lambda_ssim > 0).to(
-        accelerator.device
-    )
+    loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution, ssim=args.lambda_ssim > 0).to(device)
     weights = LossWeights(
         args.lambda_valid,
         args.lambda_hole,
@@ -476,9 +451,11 @@ def train(args: argparse.Namespace) -> dict:
         args.lambda_boundary,
         args.lambda_ssim,
     )
+    return loss_fn, weights
 
-    # 2. Model: fresh, or weights (and architecture) from --init_from.
-    set_seed(args.seed)
+
+def build_model(args: argparse.Namespace) -> PConvUNet:
+    """A fresh PConvUNet, or the weights and architecture of ``--init_from`` (at ``--resolution``)."""
     if args.init_from:
         model = PConvUNet.from_pretrained(args.init_from)
         if args.boundary_blend and not model.config.get("boundary_blend"):
@@ -498,31 +475,11 @@ def train(args: argparse.Namespace) -> dict:
             sample_size=args.resolution,
             boundary_blend=args.boundary_blend,
         )
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
-    if args.finetune:
-        model.freeze_encoder_bn()
-    if args.sync_batchnorm and world_size > 1 and accelerator.device.type == "cpu":
-        raise SystemExit("error: --sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU implementation)")
-    if args.sync_batchnorm and world_size > 1:
-        # A frozen encoder BN needs no synchronisation, and freeze_encoder_bn only knows nn.BatchNorm2d.
-        if args.finetune:
-            model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
-        else:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.weight_decay,
-    )
-    # Stepped once per update on every rank (not prepared: accelerate would step it num_processes times).
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        partial(lr_factor, schedule=args.lr_scheduler, warmup=args.lr_warmup_steps, total=args.max_train_steps),
-    )
+    return model
 
-    # 3. Data: this rank's part of the shuffled stream; batches are built in TrainingStream.
+
+def build_stream(args: argparse.Namespace, rank: int, world_size: int) -> TrainingStream:
+    """This rank's share of the shuffled training stream, as batches of (image, valid mask) with their masks."""
     examples = load_examples(
         args.train_data, split=args.train_split, config=args.dataset_config, image_column=args.image_column
     )
@@ -548,6 +505,65 @@ def train(args: argparse.Namespace) -> dict:
         defect_probability=args.synthetic_defects,
         grayscale_probability=args.grayscale_augmentation,
     )
+    return stream
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``train_accelerate.py``'s command line: ``train(parse_args(argv))``."""
+    return train(parse_args(argv))
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train with the settings of :func:`parse_args`; returns ``{"global_step", "skipped", "output_dir",
+    "last_logs"}``. The model is exported to ``args.output_dir`` at every checkpoint and at the end."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs"), total_limit=args.checkpoints_total_limit
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        import datasets
+
+        datasets.utils.logging.set_verbosity_error()
+    rank, world_size = accelerator.process_index, accelerator.num_processes
+
+    # 1. Loss first: a missing ImageNet checkpoint stops the run before any data or model work.
+    loss_fn, weights = build_loss(args, accelerator.device)
+
+    # 2. Model: fresh, or weights (and architecture) from --init_from.
+    set_seed(args.seed)
+    model = build_model(args)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    if args.finetune:
+        model.freeze_encoder_bn()
+    if args.sync_batchnorm and world_size > 1 and accelerator.device.type == "cpu":
+        raise SystemExit("error: --sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU implementation)")
+    if args.sync_batchnorm and world_size > 1:
+        # A frozen encoder BN needs no synchronisation, and freeze_encoder_bn only knows nn.BatchNorm2d.
+        if args.finetune:
+            model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
+        else:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.weight_decay,
+    )
+    # Stepped once per update on every rank (not prepared: accelerate would step it num_processes times).
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        partial(lr_factor, schedule=args.lr_scheduler, warmup=args.lr_warmup_steps, total=args.max_train_steps),
+    )
+
+    # 3. Data: this rank's part of the shuffled stream; batches are built in TrainingStream.
+    stream = build_stream(args, rank, world_size)
     position = DataPosition(args.dataloader_num_workers)
 
     # 4. Fixed validation set (main process only): first N images, one fixed mask per bucket each.
