@@ -23,23 +23,42 @@ from pconv_hf import PartialConv2d, PConvUNet
 from pconv_hf.masks import irregular_mask, mask_in_bucket
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer sees it done."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
+
+
+def time_alternating(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds of each callable, run in turn (one call of each per round, every other round in reverse
+    order) after ``warmup`` calls each.
+
+    Alternating spreads a change in machine load over all of them alike, instead of over whichever ran then.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for round_ in range(repeats):
+        # Every other round in reverse (A B C, C B A, ...): a linear drift in load cancels over a pair of rounds,
+        # and no callable always follows the same one (which may leave threads spinning or caches cold).
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            fn = fns[name]
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(bucket) for name, bucket in times.items()}
 
 
 def time_pair(first: Callable[[], object], second: Callable[[], object], repeats: int, device: torch.device):
     """Median seconds of each callable, run alternately after one warm-up call each."""
-    first(), second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    times = time_alternating({"first": first, "second": second}, repeats, device)
+    return times["first"], times["second"]
 
 
 def real_mask(size: int, batch_size: int, device: torch.device) -> torch.Tensor:
