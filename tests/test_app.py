@@ -14,10 +14,12 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from gradio.data_classes import FileData
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import pconv_hf
 from pconv_hf import PConvUNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,11 @@ def import_app():
 
 
 app = import_app()
+
+
+@pytest.fixture(scope="module")
+def models(model_dir):
+    return app.load_models({"tiny": str(model_dir)}, device="cpu")
 
 
 def free_port() -> int:
@@ -237,12 +244,33 @@ def test_layer_of_another_size_is_refused(client, astronaut_png, tmp_path):
         call(client, astronaut_png, [layer])
 
 
+def test_big_photo_is_shown_downscaled_and_downloaded_full_size_lossless(client, models, astronaut, tmp_path):
+    """Wider than SCREEN_SIDE: the outputs shown are screen copies; the download is the full-size lossless PNG,
+    pixel for pixel what pconv_hf.inpaint makes of the photo (0.24 MP: within the test server's limit)."""
+    photo = Image.fromarray(np.tile(np.asarray(Image.fromarray(astronaut).resize((500, 120))), (1, 4, 1)))
+    assert photo.size == (2000, 120)
+    box = (900, 40, 1000, 80)
+    path = save(photo, tmp_path, "wide.png")
+    layer = save(painted_layer(photo.size, box), tmp_path, "layer.png")
+    shown, summary, (download, download_mask), (before, after), shown_mask = call(client, path, [layer])
+
+    with Image.open(shown) as image:
+        assert image.format == "JPEG" and image.size == (app.SCREEN_SIDE, 96)
+    assert Path(after).name == Path(shown).name
+    for path_shown in (before, after, shown_mask):
+        assert Image.open(path_shown).size == (app.SCREEN_SIDE, 96)
+    assert summary.startswith("Filled 1 region in ") and summary.endswith(" s at 2000×120")
+    with Image.open(download) as image, Image.open(download_mask) as mask_image:
+        assert image.format == "PNG" and mask_image.format == "PNG"
+        result, mask = np.asarray(image), np.asarray(mask_image)
+    hole = box_hole(photo.size, box, grow=app.DEFAULT_DILATE)
+    np.testing.assert_array_equal(mask > 0, hole)
+    expected = pconv_hf.inpaint(photo, Image.fromarray(mask), model=models["tiny"], strategy="crop")
+    np.testing.assert_array_equal(result, np.asarray(expected))  # full size, lossless: exactly the library's result
+    np.testing.assert_array_equal(result[~hole], np.asarray(photo)[~hole])
+
+
 # --- predict() and the start-up logic, in process ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def models(model_dir):
-    return app.load_models({"tiny": str(model_dir)}, device="cpu")
 
 
 def editor_value(photo: Image.Image | None, *layers: Image.Image) -> dict:
@@ -316,7 +344,8 @@ def test_main_without_a_model_says_how_to_pass_one(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(app.pconv_hf, "DEFAULT_CHECKPOINT", tmp_path / "not-trained-yet")
     with pytest.raises(SystemExit) as exit:
         app.main([])
-    assert "bundled model is missing" in str(exit.value.code) and "--model DIR" in str(exit.value.code)
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and "bundled model is missing" in err and "--model DIR" in err
 
 
 def test_examples_are_small_and_aligned():
@@ -328,3 +357,119 @@ def test_examples_are_small_and_aligned():
         with Image.open(photo) as image, Image.open(layer) as painted:
             assert image.size == painted.size and painted.mode == "RGBA"
             assert 0 < (np.asarray(painted)[..., 3] > 0).mean() < 0.5
+
+
+# --- big photos uploaded through the photo box, in process ---------------------------------------------------
+
+
+def big_photo(astronaut, size=(3000, 2000)) -> Image.Image:
+    """A photo bigger than the screen copies: the astronaut upscaled, with some noise."""
+    upscaled = np.asarray(Image.fromarray(astronaut).resize(size, Image.Resampling.BICUBIC)).astype(int)
+    noise = np.random.default_rng(0).integers(-3, 4, (size[1], size[0], 1))
+    return Image.fromarray(np.clip(upscaled + noise, 0, 255).astype(np.uint8))
+
+
+def outputs(tmp_path: Path) -> Path:
+    """A new folder for one call's files, as the app makes one per request."""
+    return Path(tempfile.mkdtemp(dir=tmp_path))
+
+
+def sent_back(copy_path: str) -> Image.Image:
+    """The editor's copy as the editor sends it back: decoded by the browser, re-encoded as an RGBA PNG."""
+    with Image.open(copy_path) as copy:
+        return copy.convert("RGBA")
+
+
+def test_upload_is_painted_on_a_copy_and_inpainted_at_full_size(models, astronaut, tmp_path):
+    photo = big_photo(astronaut)
+    path = tmp_path / "upload.jpg"
+    photo.save(path, quality=95)
+    photo = np.asarray(Image.open(path))  # the upload as the server reads it
+    value, upload = app.load_photo(str(path), outputs(tmp_path))
+    copy = sent_back(value["background"])
+    assert copy.size == (app.EDIT_SIDE, 683) and upload.size == (3000, 2000) and upload.copy_size == copy.size
+    assert value["layers"] == [] and Path(value["background"]).stat().st_size < 300_000
+
+    box = (400, 300, 460, 340)  # painted on the copy, about 176 x 117 photo pixels
+    editor = editor_value(copy, painted_layer(copy.size, box))
+    steps = list(app.respond(editor, "crop", 4, "tiny", upload, models=models, folder=outputs(tmp_path)))
+    assert len(steps) == 2  # shown first, downloads once written
+    shown, summary, downloads, (before, after), shown_mask = steps[0]
+    assert downloads is None and "writing the full-size PNGs" in summary
+    for path_shown in (shown, before, after, shown_mask):
+        assert Image.open(path_shown).size == (app.SCREEN_SIDE, 1067)
+    assert Path(shown).suffix == ".jpg" and Path(shown_mask).suffix == ".png"
+
+    _, summary, (download, download_mask), _, _ = steps[-1]
+    assert summary.endswith(" s at 3000×2000")
+    with Image.open(download) as image, Image.open(download_mask) as mask_image:
+        assert image.format == "PNG" and image.size == (3000, 2000)
+        result, mask = np.asarray(image), np.asarray(mask_image)
+    hole = mask > 0
+    scale = 3000 / app.EDIT_SIDE
+    top, left, bottom, right = (round(v * scale) for v in (box[1], box[0], box[3], box[2]))
+    assert hole[top:bottom, left:right].all()  # the painted box, scaled up to the photo
+    assert hole.sum() < (bottom - top + 20) * (right - left + 20)  # ... grown by a few pixels only
+    expected = pconv_hf.inpaint(Image.fromarray(photo), Image.fromarray(mask), model=models["tiny"], strategy="crop")
+    np.testing.assert_array_equal(result, np.asarray(expected))  # the full-size photo, inpainted, lossless
+    np.testing.assert_array_equal(result[~hole], photo[~hole])
+
+
+def test_small_photo_is_shown_as_its_download(models, astronaut, tmp_path):
+    """Up to SCREEN_SIDE, what the page shows is the lossless download itself, in one step."""
+    photo = Image.fromarray(astronaut)
+    editor = editor_value(photo.convert("RGBA"), painted_layer(photo.size, (10, 10, 40, 40)))
+    (step,) = app.respond(editor, "crop", 0, None, None, models=models, folder=tmp_path)
+    shown, _, (download, download_mask), (before, after), shown_mask = step
+    assert shown == after == download and shown_mask == download_mask
+    assert Image.open(before).size == photo.size
+
+
+def test_editor_showing_another_photo_is_inpainted_as_sent(models, astronaut, tmp_path):
+    """When the editor does not hold the upload's copy (pasted over, say), what it sends is the photo."""
+    photo = big_photo(astronaut, (2048, 1536))
+    path = save(photo, tmp_path, "upload.png")
+    value, upload = app.load_photo(str(path), outputs(tmp_path))
+    copy = sent_back(value["background"])
+    assert upload.matches(copy)
+    other = Image.fromarray(np.asarray(copy)[::-1].copy())  # same size, another picture
+    assert not upload.matches(other) and not upload.matches(None) and not upload.matches(copy.resize((100, 75)))
+    *_, last = app.respond(
+        editor_value(other, painted_layer(other.size, (0, 0, 8, 8))),
+        models=models,
+        strategy="crop",
+        dilate=0,
+        model_name=None,
+        upload=upload,
+        folder=outputs(tmp_path),
+    )
+    assert Image.open(last[2][0]).size == other.size
+
+
+def test_open_photo_turns_it_upright_8_bit(tmp_path):
+    rotated = Image.new("RGB", (40, 30), "red")
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # camera held upright: shown turned 90 degrees clockwise
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    assert app.open_photo(tmp_path / "rotated.jpg").size == (30, 40)
+    deep = Image.fromarray(np.full((4, 4), 0x1234, np.uint16))
+    deep.save(tmp_path / "deep.png")
+    grey = app.open_photo(tmp_path / "deep.png")
+    assert grey.mode == "L" and grey.getextrema() == (0x12, 0x12)  # the high byte, as browsers show it
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    with pytest.raises(gr.Error, match="Could not read the uploaded photo"):
+        app.load_photo(str(tmp_path / "broken.jpg"), tmp_path)
+    with pytest.raises(gr.Error, match=r"30×40 .* up to 0.001 megapixels"):
+        app.load_photo(str(tmp_path / "rotated.jpg"), tmp_path, max_megapixels=0.001)
+
+
+def test_the_composite_is_not_even_decoded(tmp_path, astronaut):
+    editor = app.lighten_preprocess(gr.ImageEditor(type="pil"))
+    background = save(Image.fromarray(astronaut), tmp_path, "photo.png")
+    broken = tmp_path / "composite.png"
+    broken.write_bytes(b"not a picture")
+    payload = editor.data_model(
+        background=FileData(path=str(background)), layers=[], composite=FileData(path=str(broken))
+    )
+    value = editor.preprocess(payload)
+    assert value["composite"] is None and value["background"].size == (512, 512)

@@ -1,4 +1,7 @@
-"""The app in a real browser (Debian's Chromium through Playwright): upload, paint with the brush, Inpaint."""
+"""The app in a real browser (Debian's Chromium through Playwright): upload, paint with the brush, Inpaint.
+
+A photo is uploaded into the photo box; the editor gets a copy of at most app.EDIT_SIDE pixels to paint on.
+"""
 
 import importlib.util
 import io
@@ -27,6 +30,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 30_000
+EDITOR_HINT = "select the draw tool to start"  # shown by the ready editor until it has a photo
+# Records the page's canvas encodes: the editor exports its canvas (background, painted layer, composite) with
+# canvas.toBlob before sending it.
+COUNT_ENCODES = """
+window.__encodes = [];
+const toBlob = HTMLCanvasElement.prototype.toBlob;
+HTMLCanvasElement.prototype.toBlob = function (callback, type, quality) {
+  const size = [this.width, this.height];
+  return toBlob.call(this, (blob) => { window.__encodes.push(size); callback(blob); }, type, quality);
+};
+"""
 
 
 def import_app():
@@ -35,6 +49,11 @@ def import_app():
     sys.modules["app"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def app_module():
+    """app.py as the server fixture imported it."""
+    return sys.modules["app"]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +79,11 @@ def page(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)  # a 2-core CI machine renders and encodes slowly
+        page.add_init_script(COUNT_ENCODES)
         page.goto(server)
-        page.wait_for_load_state("networkidle")  # uploads before the editor is wired up are silently dropped
+        # (Not "networkidle": the app keeps a heartbeat connection open, as every Gradio app with a gr.State does.)
+        expect(page.get_by_text(EDITOR_HINT)).to_be_visible()
+        expect(page.locator("#photo input[type=file]")).to_be_attached()
         try:
             yield page
         finally:
@@ -78,8 +100,27 @@ def screenshot_on_failure(page, path: Path):
         raise
 
 
+def upload(page, path: Path) -> None:
+    """Upload a photo into the photo box and wait until the editor shows it."""
+    page.locator("#photo input[type=file]").set_input_files(path)
+    expect(page.get_by_text(EDITOR_HINT)).to_be_hidden()
+
+
+def paint_stroke(page, length: int = 120) -> None:
+    """A horizontal brush stroke through the middle of the photo (the canvas shows it centred and fitted)."""
+    page.get_by_label("Brush", exact=True).click()
+    canvas = page.locator("#editor canvas").first.bounding_box()
+    center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    page.mouse.move(center_x - length / 2, center_y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(center_x - length / 2 + step * length / 12, center_y)
+    page.mouse.up()
+
+
 def inpaint_and_download(page) -> tuple[np.ndarray, np.ndarray]:
     """Press Inpaint, wait for the result, and fetch the two PNG downloads (result, mask) as arrays."""
+    page.evaluate("window.__encodes = []")
     page.get_by_role("button", name="Inpaint", exact=True).click()
     expect(page.locator("#result img")).to_be_visible()
     links = page.locator("#downloads a[href]")
@@ -88,7 +129,9 @@ def inpaint_and_download(page) -> tuple[np.ndarray, np.ndarray]:
     for href in [links.nth(i).get_attribute("href") for i in range(2)]:
         response = page.request.get(href)
         assert response.ok, href
-        images.append(np.asarray(Image.open(io.BytesIO(response.body()))))
+        with Image.open(io.BytesIO(response.body())) as image:
+            assert image.format == "PNG", href  # lossless: the untouched pixels are compared exactly
+            images.append(np.asarray(image))
     return images[0], images[1]
 
 
@@ -98,19 +141,8 @@ def test_upload_paint_and_inpaint(page, tmp_path):
     Image.fromarray(photo).save(photo_path)
 
     with screenshot_on_failure(page, tmp_path / "failure.png"):
-        page.locator("#editor input[type=file]").set_input_files(photo_path)
-        expect(page.get_by_label("Upload", exact=True)).to_be_hidden()  # the photo replaced the upload prompt
-        page.get_by_label("Brush", exact=True).click()
-
-        # A horizontal stroke through the middle of the photo (the canvas shows the photo centred and fitted).
-        canvas = page.locator("#editor canvas").first.bounding_box()
-        center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-        page.mouse.move(center_x - 60, center_y)
-        page.mouse.down()
-        for step in range(1, 13):
-            page.mouse.move(center_x - 60 + step * 10, center_y)
-        page.mouse.up()
-
+        upload(page, photo_path)
+        paint_stroke(page)
         result, mask = inpaint_and_download(page)
         expect(page.get_by_text("Filled 1 region in")).to_be_visible()
     assert result.shape == photo.shape and mask.shape == photo.shape[:2]
@@ -118,8 +150,35 @@ def test_upload_paint_and_inpaint(page, tmp_path):
     assert 0 < hole.mean() < 0.2
     rows, cols = np.nonzero(hole)
     assert abs(rows.mean() - 200) < 30 and abs(cols.mean() - 300) < 30  # the stroke landed where it was drawn
-    np.testing.assert_array_equal(result[~hole], photo[~hole])  # the browser sent the photo's exact pixels
+    np.testing.assert_array_equal(result[~hole], photo[~hole])  # the server inpainted the photo's exact pixels
     assert np.abs(result[hole].astype(int) - photo[hole]).mean() > 5
+
+
+def test_big_photo_travels_as_screen_copies_and_downloads_full_size(page, tmp_path):
+    """A 2400 x 1800 JPEG: the editor paints on a 1024-pixel copy and sends that back once per click, the page
+    shows a 1600-pixel result, and the download is the full-size, lossless result of the original photo."""
+    photo_path = tmp_path / "big.jpg"
+    big = Image.fromarray(data.astronaut()).resize((2400, 1800), Image.Resampling.BICUBIC)
+    big.save(photo_path, quality=90)
+    photo = np.asarray(Image.open(photo_path))  # what the server reads: the uploaded file itself
+
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        upload(page, photo_path)
+        paint_stroke(page, length=60)
+        result, mask = inpaint_and_download(page)
+        expect(page.get_by_text("Filled 1 region in")).to_be_visible()
+        shown_width = page.locator("#result img").evaluate("img => img.naturalWidth")
+        encodes = page.evaluate("window.__encodes")
+    app = app_module()
+    assert shown_width == app.SCREEN_SIDE  # a screen copy, not the 2400-pixel result
+    # One export per click (background, layer, composite), of the editor's copy: Gradio re-exports editors that
+    # take part in server events, so the app keeps its editor out of them.
+    assert encodes == [[app.EDIT_SIDE, app.EDIT_SIDE * 1800 // 2400]] * 3, encodes
+    assert result.shape == photo.shape and mask.shape == photo.shape[:2]
+    hole = mask > 0
+    rows, cols = np.nonzero(hole)
+    assert abs(rows.mean() - 900) < 60 and abs(cols.mean() - 1200) < 60
+    np.testing.assert_array_equal(result[~hole], photo[~hole])
 
 
 def test_example_brings_its_painted_layer(page, tmp_path):
@@ -128,11 +187,11 @@ def test_example_brings_its_painted_layer(page, tmp_path):
     Gradio 6.31 pitfall: a layer arriving with a value is drawn offset inside the editor's initial canvas. The
     layers are only re-exported from the canvas once the person paints, hence the extra stroke.
     """
-    app = sys.modules["app"]
+    app = app_module()
     value = app.examples()[-1]
     with screenshot_on_failure(page, tmp_path / "failure.png"):
         page.locator("#examples .gallery-item").first.click()  # a second example must replace the first
-        expect(page.get_by_label("Upload", exact=True)).to_be_hidden()
+        expect(page.get_by_text(EDITOR_HINT)).to_be_hidden()
         page.wait_for_timeout(500)
         page.locator("#examples .gallery-item").last.click()
         page.wait_for_timeout(1000)  # the editor loads photo and layer
@@ -144,7 +203,9 @@ def test_example_brings_its_painted_layer(page, tmp_path):
         page.mouse.move(left_x + 30, center_y, steps=5)
         page.mouse.up()
         result, mask = inpaint_and_download(page)
+        encodes = page.evaluate("window.__encodes")
 
+    assert encodes == [list(Image.open(value["background"]).size)] * 3, encodes  # one export per click
     photo = np.asarray(Image.open(value["background"]))
     painted = np.asarray(Image.open(value["layers"][0]))[..., 3] > 0
     grown = cv2.dilate(painted.astype(np.uint8), np.ones((2 * app.DEFAULT_DILATE + 1,) * 2, np.uint8)) > 0
