@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 import pconv_hf
 from pconv_hf import PConvUNet
-from pconv_hf._cli import CliError, fail, parse_device
+from pconv_hf._cli import CliError, add_runtime_arguments, fail, parse_device
 from pconv_hf.inpainting import grow_mask
 
 EXAMPLES_DIR = Path(pconv_hf.__file__).parent / "examples"
@@ -543,13 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
-    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (default: cuda if available)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="precision of the network (default auto: bf16 where the device has it natively, else float32)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help="largest photo accepted")
     parser.add_argument("--concurrency", type=int, default=1, help="requests inpainted at the same time")
     return parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""What the command-line entry points share: the one-line error convention, ``--device``, loading a model."""
+"""What the command-line entry points share: the one-line error convention, ``--device`` / ``--dtype``, loading a
+model."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def run(prog: str, command: Callable[[], object]) -> None:
         command()
     except (CliError, ValueError, FileNotFoundError) as error:
         fail(prog, error)
+
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, *, dtype_default: str = "auto") -> None:
+    """``--device`` (default auto: CUDA when available; read with :func:`parse_device`) and ``--dtype``."""
+    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (default: cuda if available)")
+    parser.add_argument(
+        "--dtype",
+        default=dtype_default,
+        choices=DTYPE_CHOICES,
+        help="precision of the network (auto: bf16 where the device has it natively, else float32)",
+    )
 
 
 def parse_device(value: str | None, flag: str = "--device") -> torch.device | None:

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import _cli
-from ._cli import CliError, load_model
+from ._cli import CliError, add_runtime_arguments, load_model
 from .images import IMAGE_SUFFIXES, displayed_size, list_images, open_image
 
 OUTPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="saved model folder or Hub id (default: the bundled model)")
     parser.add_argument("--strategy", choices=("crop", "resize", "full"), default="crop", help="how large photos run")
     parser.add_argument("--dilate", type=int, default=0, help="grow each mask by this many pixels first (default 0)")
-    parser.add_argument("--device", default="auto", help="'cpu', 'cuda', 'cuda:1', ... (default: cuda if available)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="precision of the network (default auto: bf16 where the device has it natively, else float32)",
-    )
+    add_runtime_arguments(parser)
     parser.add_argument("--format", default="png", help="output format in folder mode: png (default), webp, tiff, jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return parser

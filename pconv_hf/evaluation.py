@@ -96,14 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Mask seed (0 = the training validation masks).")
     parser.add_argument("--batch_size", type=int, default=16, help="Images per forward pass.")
     parser.add_argument("--num_grid_images", type=int, default=4, help="Rows of comparison.png.")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16", "float16", "auto"],
-        help="Autocast dtype of the PConv models' forward passes (auto: bf16 where the device has it natively, as "
-        "inpaint() does); metrics are always computed in float32.",
-    )
+    # Metrics are always computed in float32; --dtype is the autocast dtype of the PConv models' forward passes.
+    _cli.add_runtime_arguments(parser, dtype_default="float32")
     parser.add_argument(
         "--no_lpips",
         action="store_true",
