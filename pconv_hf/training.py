@@ -50,7 +50,7 @@ from .images import DEFAULT_MIN_SIDE, SKIP_REASONS
 from .losses import InpaintingLoss, LossWeights, make_feature_extractor, weighted_total
 from .masks import fixed_masks, make_mask_source
 from .metrics import evaluate
-from .model import PConvUNet, add_boundary_blend
+from .model import PConvUNet, add_boundary_blend, widen
 from .visualize import grid_samples, sample_grid
 
 logger = get_logger("pconv_hf.train", log_level="INFO")
@@ -160,7 +160,13 @@ def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> a
     model = parser.add_argument_group("model")
     model.add_argument("--resolution", type=int, default=256, help="Training crop size (multiple of 2**layer_size).")
     model.add_argument("--layer_size", type=int, default=7, help="U-Net depth: 7 for 256 px, 8 for 512 px.")
-    model.add_argument("--base_channels", type=int, default=64, help="Width of the first layer (64 = paper).")
+    model.add_argument(
+        "--base_channels",
+        type=int,
+        default=None,
+        help="Width of the first layer (64 = paper, the default from scratch). With --init_from a narrower model, it "
+        "is widened to this width computing the same function, so training goes on from it (pconv_hf.model.widen).",
+    )
     model.add_argument(
         "--upsampling_mode",
         default="nearest",
@@ -460,6 +466,15 @@ def build_model(args: argparse.Namespace) -> PConvUNet:
         model = PConvUNet.from_pretrained(args.init_from)
         if args.boundary_blend and not model.config.get("boundary_blend"):
             model = add_boundary_blend(model)
+        if args.base_channels is not None and args.base_channels != model.config["base_channels"]:
+            if args.base_channels < model.config["base_channels"]:
+                raise SystemExit(
+                    f"error: --base_channels {args.base_channels} is narrower than --init_from's "
+                    f"{model.config['base_channels']}: a model can be widened, not narrowed"
+                )
+            if model.conv_type == "partial" and not model.config.get("boundary_blend"):
+                logger.warning("widening a model without --boundary_blend changes its last layer near hole edges")
+            model = widen(model, args.base_channels, seed=args.seed)
         config = {**model.config, "sample_size": args.resolution}
         if config != model.config:
             state = model.state_dict()
@@ -469,7 +484,7 @@ def build_model(args: argparse.Namespace) -> PConvUNet:
     else:
         model = PConvUNet(
             layer_size=args.layer_size,
-            base_channels=args.base_channels,
+            base_channels=64 if args.base_channels is None else args.base_channels,
             upsampling_mode=args.upsampling_mode,
             conv_type=args.conv_type,
             sample_size=args.resolution,

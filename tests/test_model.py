@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 
 from pconv_hf import PConvUNet
-from pconv_hf.model import count_parameters
+from pconv_hf.model import count_parameters, widen
 
 
 def paper_parameter_count() -> int:
@@ -362,3 +362,50 @@ def test_bf16_training_step_casts_inputs_once(tiny_model):
     loss.backward()
     assert output.shape == image.shape and torch.isfinite(output).all()
     assert all(p.grad is not None for p in tiny_model.parameters() if p.requires_grad)
+
+
+def _randomise_batchnorm(model: PConvUNet) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+
+
+@pytest.mark.parametrize("kwargs", [{"boundary_blend": True}, {"conv_type": "plain"}])
+@pytest.mark.parametrize("base_channels", [16, 12])
+def test_widen_computes_the_same_function(kwargs, base_channels):
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=5, base_channels=8, sample_size=64, **kwargs)
+    _randomise_batchnorm(model)
+    wide = widen(model.eval(), base_channels)
+    assert wide.config == {**model.config, "base_channels": base_channels}
+    assert not wide.training and count_parameters(wide) > 2 * count_parameters(model)
+    image = torch.rand(2, 3, 64, 64)
+    valid = (torch.rand(2, 1, 64, 64) > 0.4).float()
+    with torch.no_grad():
+        torch.testing.assert_close(wide(image, valid), model(image, valid), atol=1e-5, rtol=1e-5)
+    # Training mode with the encoder's BN frozen (the fine-tune): decoder BN uses batch statistics, copies agree.
+    model.train().freeze_encoder_bn()
+    wide = widen(model, base_channels)
+    assert wide.training and wide._encoder_bn_frozen
+    with torch.no_grad():
+        torch.testing.assert_close(wide(image, valid), model(image, valid), atol=1e-5, rtol=1e-5)
+
+
+def test_widened_copies_grow_apart_and_refuse_narrowing():
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=4, base_channels=4, sample_size=32, boundary_blend=True)
+    wide = widen(model, 8)
+    weight = wide.encoder[0].conv.weight
+    # Channel 4+ copies an existing channel exactly; the next layer splits the copied weights between them.
+    copies = [(j, int(torch.nonzero((weight[:4] == weight[j]).flatten(1).all(1))[0])) for j in range(4, 8)]
+    image, valid = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.3).float()
+    wide(image, valid).square().mean().backward()
+    with torch.no_grad():
+        for param in wide.parameters():
+            param -= 0.1 * param.grad
+    assert all(not torch.equal(weight[j], weight[source]) for j, source in copies)
+    with pytest.raises(ValueError, match="above the model's 8"):
+        widen(wide, 8)
