@@ -623,10 +623,6 @@ def widen(model: PConvUNet, base_channels: int, seed: int = 0) -> PConvUNet:
     # Decoder level i outputs as many channels as encoder level i - 1 (the image's at level 0).
     decoder = [identity] + [channel_map(o, n) for o, n in zip(old_channels[:-1], new_channels[:-1])]
 
-    def concat(*maps: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        offsets = torch.cumsum(torch.tensor([0] + [len(torch.unique(m[0])) for m in maps[:-1]]), 0)
-        return torch.cat([m[0] + o for m, o in zip(maps, offsets)]), torch.cat([m[1] for m in maps])
-
     # (output map, input map or None) of every tensor, by module prefix.
     maps: dict[str, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]] = {}
     for i in range(layers):
@@ -639,7 +635,9 @@ def widen(model: PConvUNet, base_channels: int, seed: int = 0) -> PConvUNet:
             maps[prefix + "conv."] = (decoder[i], below)
             maps[prefix + "known."] = (identity, identity)
         else:
-            maps[prefix + "conv."] = (decoder[i], concat(below, skip))
+            # [upsampled features, skip]: the skip's channels follow the features' old ones (index max + 1).
+            joined = (torch.cat((below[0], skip[0] + int(below[0].max()) + 1)), torch.cat((below[1], skip[1])))
+            maps[prefix + "conv."] = (decoder[i], joined)
         maps[prefix + "norm."] = (decoder[i], None)
 
     wide = PConvUNet(**{**model.config, "base_channels": base_channels})
