@@ -40,6 +40,9 @@ class LossWeights:
     boundary: float = 0.0
     # Not in the paper: 1 - SSIM of the composite (the structure term of the evaluation tables).
     ssim: float = 0.0
+    # Not in the paper: mean squared error of the hole pixels. L1 pulls a fill towards the median of what the
+    # context allows, this towards the mean, which is what PSNR scores; a last phase can lean on it.
+    hole_mse: float = 0.0
 
 
 def _vgg16_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
@@ -252,7 +255,7 @@ class InpaintingLoss(nn.Module):
             output: (N,3,H,W) raw network output.
 
         Returns:
-            Scalars ``valid``, ``hole``, ``boundary``, ``tv``, ``ssim`` if asked for, and, with a feature
+            Scalars ``valid``, ``hole``, ``boundary``, ``hole_mse``, ``tv``, ``ssim`` if asked for, and, with a feature
             extractor, ``perceptual`` and ``style`` (``style`` = style_out + style_comp).
         """
         if image_gt.ndim != 4 or image_gt.shape[1] != 3:
@@ -278,6 +281,7 @@ class InpaintingLoss(nn.Module):
             "valid": (valid_mask * (output - image_gt)).abs().mean(),
             "hole": (hole_mask * (output - image_gt)).abs().mean(),
             "boundary": (boundary_ring(hole_mask) * (output - image_gt)).abs().mean(),
+            "hole_mse": (hole_mask * (output - image_gt)).square().mean(),
         }
         composite = compose(image_gt, valid_mask, output)
 

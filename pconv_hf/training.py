@@ -283,6 +283,13 @@ def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> a
         "pixels that touch a known pixel (not in the paper; against seams along the hole edge).",
     )
     loss.add_argument(
+        "--lambda_hole_mse",
+        type=float,
+        default=paper.hole_mse,
+        help="Weight of the mean squared error of the hole pixels (not in the paper; leans the fill towards "
+        "the mean, which PSNR scores, where L1 leans towards the median).",
+    )
+    loss.add_argument(
         "--lambda_style_initial",
         type=float,
         default=None,
@@ -416,7 +423,7 @@ def training_summary(args: argparse.Namespace, step: int) -> str:
     weights = {
         "valid": args.lambda_valid, "hole": args.lambda_hole, "boundary": args.lambda_boundary,
         "perceptual": args.lambda_perceptual, "style": args.lambda_style, "tv": args.lambda_tv,
-        "ssim": args.lambda_ssim,
+        "ssim": args.lambda_ssim, "hole_mse": args.lambda_hole_mse,
     }  # fmt: skip
     if args.perceptual_network == "none":
         weights.pop("perceptual"), weights.pop("style")
@@ -449,13 +456,14 @@ def build_loss(args: argparse.Namespace, device: torch.device) -> tuple[Inpainti
         )
     loss_fn = InpaintingLoss(feature_extractor, args.perceptual_resolution, ssim=args.lambda_ssim > 0).to(device)
     weights = LossWeights(
-        args.lambda_valid,
-        args.lambda_hole,
-        args.lambda_perceptual,
-        args.lambda_style,
-        args.lambda_tv,
-        args.lambda_boundary,
-        args.lambda_ssim,
+        valid=args.lambda_valid,
+        hole=args.lambda_hole,
+        perceptual=args.lambda_perceptual,
+        style=args.lambda_style,
+        tv=args.lambda_tv,
+        boundary=args.lambda_boundary,
+        ssim=args.lambda_ssim,
+        hole_mse=args.lambda_hole_mse,
     )
     return loss_fn, weights
 

@@ -34,7 +34,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_loss_weights_are_papers_defaults() -> None:
     assert LossWeights() == LossWeights(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)
-    assert LossWeights().boundary == LossWeights().ssim == 0.0  # not in the paper: off by default
+    assert LossWeights().boundary == LossWeights().ssim == LossWeights().hole_mse == 0.0  # not in the paper: off
     with pytest.raises(dataclasses.FrozenInstanceError):
         LossWeights().hole = 1.0  # type: ignore[misc]
 
@@ -66,6 +66,18 @@ def test_valid_and_hole_by_hand() -> None:
     # Means over all N*C*H*W = 12 elements.
     assert terms["valid"].item() == pytest.approx(6.0 / 12)
     assert terms["hole"].item() == pytest.approx(4.0 / 12)
+    assert terms["hole_mse"].item() == pytest.approx(16.0 / 12)  # squared hole error only, valid pixels ignored
+
+
+def test_hole_mse_pulls_a_fill_to_the_mean_where_l1_pulls_it_to_the_median() -> None:
+    # One hole pixel whose truth is 0 in three samples and 1 in the fourth: the best constant fill is the
+    # median 0 under L1 and the mean 0.25 under the squared error (the one that maximises PSNR).
+    gt = torch.tensor([0.0, 0.0, 0.0, 1.0]).view(4, 1, 1, 1).expand(4, 3, 1, 1)
+    valid_mask = torch.zeros(4, 1, 1, 1)
+    fills = torch.linspace(0, 1, 101)
+    losses = [InpaintingLoss(None)(gt, valid_mask, torch.full((4, 3, 1, 1), float(f))) for f in fills]
+    assert fills[int(torch.tensor([t["hole"] for t in losses]).argmin())] == 0.0
+    assert fills[int(torch.tensor([t["hole_mse"] for t in losses]).argmin())] == pytest.approx(0.25)
 
 
 def test_three_channel_mask_matches_one_channel(batch) -> None:
@@ -79,15 +91,15 @@ def test_three_channel_mask_matches_one_channel(batch) -> None:
 
 def test_no_feature_terms_without_extractor(batch) -> None:
     terms = InpaintingLoss(None)(*batch)
-    assert set(terms) == {"valid", "hole", "boundary", "tv"}
+    assert set(terms) == {"valid", "hole", "boundary", "hole_mse", "tv"}
     assert make_feature_extractor("none") is None
 
 
 def test_all_terms_zero_when_output_equals_gt(batch, extractor) -> None:
     gt, valid_mask, _ = batch
     terms = InpaintingLoss(extractor, ssim=True)(gt, valid_mask, gt.clone())
-    assert set(terms) == {"valid", "hole", "boundary", "perceptual", "style", "tv", "ssim"}
-    for name in ("valid", "hole", "boundary", "perceptual", "style"):
+    assert set(terms) == {"valid", "hole", "boundary", "hole_mse", "perceptual", "style", "tv", "ssim"}
+    for name in ("valid", "hole", "boundary", "hole_mse", "perceptual", "style"):
         assert terms[name].item() == 0.0, name
     assert terms["ssim"].item() == pytest.approx(0.0, abs=1e-5)
 
