@@ -277,11 +277,13 @@ class InpaintingLoss(nn.Module):
         valid_mask = valid_mask.to(output.dtype)
         hole_mask = 1 - valid_mask
         # Broadcasting a 1-channel mask keeps the mean over all N*3*H*W elements, as in the paper.
+        error = output - image_gt
+        hole_error = hole_mask * error
         terms = {
-            "valid": (valid_mask * (output - image_gt)).abs().mean(),
-            "hole": (hole_mask * (output - image_gt)).abs().mean(),
-            "boundary": (boundary_ring(hole_mask) * (output - image_gt)).abs().mean(),
-            "hole_mse": (hole_mask * (output - image_gt)).square().mean(),
+            "valid": (valid_mask * error).abs().mean(),
+            "hole": hole_error.abs().mean(),
+            "boundary": (boundary_ring(hole_mask) * error).abs().mean(),
+            "hole_mse": hole_error.square().mean(),
         }
         composite = compose(image_gt, valid_mask, output)
 
