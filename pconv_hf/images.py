@@ -8,8 +8,11 @@ Everything that opens an image file goes through here, so a photo or a mask read
 - **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1].
 - **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill; transparent pixels never fill. A JPEG's
   soft or anti-aliased edge pixels are nonzero, so they fill too.
+- **Formats**: whatever Pillow reads, plus HEIC / HEIF phone photos (``pillow-heif``, registered on import).
 - **Errors** are ``ValueError`` naming the file: unreadable, truncated, or more pixels than Pillow's
   decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+- **Writing** (:func:`save_image`): the one writer of results; it knows what each format can hold, states every
+  mode change, keeps the source photo's ICC profile and EXIF, and never leaves a half-written file.
 
 No ``datasets`` (or other training) import here: ``inpaint()`` and the scoring CLIs need only this.
 """
@@ -21,12 +24,16 @@ import math
 import os
 import warnings
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
+import pillow_heif
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+pillow_heif.register_heif_opener()  # HEIC / HEIF phone photos open like any other file (no network, no state)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif")
 """File extensions read as images wherever a folder is listed."""
 
 _EXIF_ORIENTATION = 0x0112
@@ -236,3 +243,248 @@ def to_hole_mask(
     else:
         colour, opaque = (array != 0).any(axis=-1), True
     return (colour if holes_are == "white" else ~colour) & opaque
+
+
+def painted_hole_mask(
+    layer: Image.Image | str | os.PathLike, height: int | None = None, width: int | None = None
+) -> np.ndarray:
+    """The painted-layer variant of :func:`to_hole_mask` (an image editor's layer), as a bool (H, W), True = fill.
+
+    A layer with any transparency is paint on a clear sheet: every pixel that is not fully transparent fills,
+    whatever its colour (a black brush paints too). A layer without transparency is an ordinary mask and reads by
+    :func:`to_hole_mask` (white / nonzero = fill).
+    """
+    if isinstance(layer, (str, os.PathLike)):
+        layer = open_image(layer, "painted layer")
+    if not isinstance(layer, Image.Image):
+        raise ValueError(f"a painted layer must be a PIL image or a path, got {type(layer).__name__}")
+    if "A" in layer.getbands() or "transparency" in layer.info:
+        alpha = np.asarray(layer.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:
+            if height is not None and width is not None and alpha.shape != (height, width):
+                raise ValueError(
+                    f"painted layer size {layer.width}x{layer.height} (WxH) does not match image size {width}x{height}"
+                )
+            return alpha > 0
+    return to_hole_mask(layer, height, width)
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+WRITE_FORMATS[".bmp"] = "BMP"
+"""Extension -> Pillow format of the files :func:`save_image` writes."""
+
+LOSSY_FORMATS = ("JPEG", "WEBP")
+"""Formats that take a ``quality`` (JPEG always lossy, default 95; WebP lossless unless a quality is given)."""
+
+DEFAULT_JPEG_QUALITY = 95
+
+# The modes each format holds as they are; any other mode is converted (and the conversion reported).
+_HOLDS_MODES = {
+    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"},
+    "JPEG": {"L", "RGB", "CMYK"},
+    "WEBP": {"RGB", "RGBA"},
+    "TIFF": {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"},
+    "BMP": {"1", "L", "P", "RGB"},
+}
+_HOLDS_METADATA = ("PNG", "JPEG", "WEBP", "TIFF")
+_ICC_SPACES = {b"RGB ": ("RGB", "RGBA", "P"), b"GRAY": ("L", "LA", "1", "I;16", "I", "F"), b"CMYK": ("CMYK",)}
+# TIFF structure tags (sizes, strips, compression, ...), IFD1's thumbnail pointers and the ICC / XMP tags:
+# they describe a file's layout, not the photo, and must not travel into another file's EXIF.
+_LAYOUT_TAGS = {256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 513, 514}
+_LAYOUT_TAGS |= {530, 532, 700, 33723, 34675}
+
+
+def save_image(
+    image: Image.Image,
+    path: str | os.PathLike,
+    *,
+    like: Image.Image | dict | None = None,
+    quality: int | None = None,
+) -> list[str]:
+    """Write a result image, the one writer every entry point uses; returns notes on what was changed.
+
+    The format comes from the extension (:data:`WRITE_FORMATS`: .png, .jpg/.jpeg, .webp, .tif/.tiff, .bmp).
+    What each format cannot hold is converted, and every conversion is reported in the returned notes (one
+    short sentence each; print or show them): RGBA / LA / transparent palette to JPEG or BMP are composited on
+    white; 16-bit integer images (mode ``I;16`` / ``I``, 0..65535) become 8-bit by dividing by 257 (JPEG, WebP,
+    BMP) and float images (mode ``F``, 0..1) become 8-bit by multiplying by 255, or 16-bit PNG by 65535 -- never
+    clipped, never blackened. PNG and TIFF keep 16-bit; TIFF keeps float.
+
+    Metadata: the ICC colour profile and the EXIF of ``like`` (the source photo, or its ``info`` dict; default
+    the image itself) are written to PNG, JPEG, WebP and TIFF. The EXIF's orientation is reset to 1 (the pixels
+    are upright) and its thumbnail (IFD1) is dropped; a profile for another colour space than the written
+    pixels (e.g. an RGB profile on a grey result) is dropped with a note, as is all metadata for BMP.
+
+    The file is written to a temporary name beside ``path`` and renamed when complete, so a failure never
+    leaves a half-written file (and never destroys an existing one).
+
+    Args:
+        image: the PIL image to write.
+        path: the output file; its folder must exist.
+        like: the PIL image (or its ``info`` dict) whose ICC profile and EXIF the file gets.
+        quality: 1-100, for lossy formats only: JPEG (default 95) and WebP (default: lossless).
+
+    Returns:
+        Notes on every mode conversion and every piece of metadata that could not be kept (empty when none).
+
+    Raises:
+        ValueError: an extension :data:`WRITE_FORMATS` lacks, a ``quality`` out of range or for a lossless
+            format, or a failed write (naming the file).
+    """
+    path = Path(path)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"save_image writes PIL images, got {type(image).__name__}")
+    image_format = WRITE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"cannot tell the image format of {path.name!r}; use {', '.join(WRITE_FORMATS)}")
+    check_quality(quality, image_format)
+    notes: list[str] = []
+    pixels = _writable_mode(image, image_format, path.name, notes)
+    options = _metadata_options(pixels, image_format, image if like is None else like, path.name, notes)
+    if image_format == "JPEG":
+        options["quality"] = DEFAULT_JPEG_QUALITY if quality is None else quality
+    elif image_format == "WEBP":
+        options.update({"lossless": True} if quality is None else {"quality": quality})
+    _write_atomically(pixels, path, image_format, options)
+    return notes
+
+
+def check_quality(quality: int | None, image_format: str) -> None:
+    """``quality`` is None or an int 1-100, given only for a lossy format (:data:`LOSSY_FORMATS`)."""
+    if quality is None:
+        return
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int from 1 to 100, got {quality!r}")
+    if image_format not in LOSSY_FORMATS:
+        raise ValueError(f"quality applies to lossy formats (JPEG, WebP) only; {image_format} is lossless")
+
+
+def _writable_mode(image: Image.Image, image_format: str, name: str, notes: list[str]) -> Image.Image:
+    """The image in a mode ``image_format`` holds; a conversion adds a note."""
+    mode = image.mode
+    transparent_palette = mode == "P" and "transparency" in image.info
+    if mode in _HOLDS_MODES[image_format] and not (transparent_palette and image_format == "BMP"):
+        return image
+    converted, how = _convert_for(image, image_format)
+    notes.append(
+        f"{image_format} cannot hold {_describe_mode(mode)} images: {name} is written as "
+        f"{_describe_mode(converted.mode)} ({how})"
+    )
+    return converted
+
+
+def _convert_for(image: Image.Image, image_format: str) -> tuple[Image.Image, str]:
+    """(converted image, how) for a mode the format lacks."""
+    mode, holds = image.mode, _HOLDS_MODES[image_format]
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+                raise ValueError(
+                    f"a float image must hold values in [0, 1] to be written as {image_format}, got "
+                    f"{np.nanmin(values):g} to {np.nanmax(values):g}"
+                )
+            if "I;16" in holds:
+                return Image.fromarray(np.rint(values * 65535).astype(np.uint16)), "0..1 scaled to 0..65535"
+            return _grey8(np.rint(values * 255), holds), "0..1 scaled to 0..255"
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"a 32-bit integer image must hold 0..65535, got {values.min():g} to {values.max():g}")
+        if "I;16" in holds:
+            return Image.fromarray(values.astype(np.uint16)), "same values"
+        return _grey8(np.rint(values / 257), holds), "0..65535 scaled to 0..255"
+    has_alpha = "A" in image.getbands() or (mode == "P" and "transparency" in image.info) or mode in ("RGBa", "La")
+    if has_alpha and "RGBA" in holds:
+        return image.convert("RGBA"), "alpha kept"
+    if has_alpha:
+        target = "L" if mode in ("LA", "La") and "L" in holds else "RGB"
+        rgba = image.convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        return flat.convert(target), "transparency composited on white"
+    target = "L" if mode in ("1", "L") and "L" in holds else "RGB"
+    return image.convert(target), "colours converted by Pillow"
+
+
+def _grey8(values: np.ndarray, holds: set[str]) -> Image.Image:
+    grey = Image.fromarray(values.astype(np.uint8))
+    return grey if "L" in holds else grey.convert("RGB")
+
+
+def _describe_mode(mode: str) -> str:
+    names = {
+        "1": "1-bit",
+        "L": "8-bit grey",
+        "LA": "grey + alpha",
+        "P": "palette",
+        "PA": "palette + alpha",
+        "RGB": "RGB",
+        "RGBA": "RGBA (transparent)",
+        "CMYK": "CMYK",
+        "I;16": "16-bit grey",
+        "I": "32-bit integer",
+        "F": "32-bit float",
+        "YCbCr": "YCbCr",
+    }
+    return names.get(mode, f"mode {mode}")
+
+
+def _metadata_options(
+    pixels: Image.Image, image_format: str, like: Image.Image | dict, name: str, notes: list[str]
+) -> dict:
+    """``icc_profile`` / ``exif`` save options from ``like`` (None when absent, so nothing stale is written)."""
+    info = like.info if isinstance(like, Image.Image) else dict(like)
+    icc = info.get("icc_profile") or None
+    exif = _upright_exif(like if isinstance(like, Image.Image) else info)
+    if image_format not in _HOLDS_METADATA:
+        kept = [what for what, value in (("ICC profile", icc), ("EXIF", exif)) if value]
+        if kept:
+            notes.append(f"{image_format} cannot hold an {' or '.join(kept)}: {name} is written without")
+        return {}
+    if icc is not None and pixels.mode not in _ICC_SPACES.get(bytes(icc[16:20]), ()):
+        space = bytes(icc[16:20]).decode("latin-1").strip()
+        notes.append(f"the source's {space} colour profile does not fit {pixels.mode} pixels; {name} has none")
+        icc = None
+    return {"icc_profile": icc, "exif": exif or b""}
+
+
+def _upright_exif(like: Image.Image | dict) -> bytes | None:
+    """The photo's EXIF (IFD0 with its Exif and GPS sub-IFDs), orientation 1, no thumbnail; None when empty."""
+    if isinstance(like, Image.Image):
+        source = like.getexif()
+    else:
+        raw = like.get("exif")
+        if not raw:
+            return None
+        source = Image.Exif()
+        try:
+            source.load(raw if isinstance(raw, bytes) else raw.tobytes())
+        except (SyntaxError, ValueError, OSError, struct_error):
+            return None
+    exif = Image.Exif()
+    for tag, value in source.items():
+        if tag in _LAYOUT_TAGS or tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+            continue
+        exif[tag] = value
+    for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+        sub = source.get_ifd(ifd)
+        if sub:
+            exif[ifd] = dict(sub)
+    if not len(exif):
+        return None
+    if _EXIF_ORIENTATION in exif:
+        exif[_EXIF_ORIENTATION] = 1
+    return exif.tobytes()
+
+
+def _write_atomically(image: Image.Image, path: Path, image_format: str, options: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(temporary, format=image_format, **options)
+        os.replace(temporary, path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        temporary.unlink(missing_ok=True)
+        raise ValueError(f"cannot write {path}: {err}") from err
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
