@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -31,11 +32,24 @@ def fail(prog: str, error: BaseException | str) -> NoReturn:
 
 
 def run(prog: str, command: Callable[[], object]) -> None:
-    """Run ``command``; a :class:`CliError`, ``ValueError`` or ``FileNotFoundError`` ends the program in one line."""
+    """Run ``command``; a :class:`CliError`, ``ValueError`` or ``OSError`` (missing file, no permission, disk
+    full, ...) or running out of memory ends the program in one line, and warnings print as one line each."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
     try:
-        command()
-    except (CliError, ValueError, FileNotFoundError) as error:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            command()
+    except (CliError, ValueError, OSError) as error:
         fail(prog, error)
+    except (MemoryError, torch.OutOfMemoryError) as error:
+        fail(
+            prog,
+            f"out of memory ({str(error).splitlines()[0] if str(error) else type(error).__name__}); use "
+            "smaller sizes or batches, or a device with more memory",
+        )
 
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -60,6 +74,12 @@ def parse_device(value: str | None, flag: str = "--device") -> torch.device | No
         device = torch.device(value)
     except (RuntimeError, ValueError) as err:
         raise CliError(f"{flag} {value}: {err}") from err
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise CliError(f"{flag} {value}: not a device that runs models here; use cpu or cuda")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CliError(f"{flag} {value}: MPS is not available on this machine")
+    if device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise CliError(f"{flag} {value}: XPU is not available on this machine")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CliError(f"{flag} {value}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -2,31 +2,38 @@
 
     pconv-inpaint --image photo.jpg --mask photo_mask.png -o filled.png
     pconv-inpaint --image photos/ --mask masks/ -o filled/          # masks matched by file stem
+    pconv-inpaint --image photos/ --mask masks/ -o filled/ --skip_existing   # rerun: only what is not done
 
 Masks are white / nonzero = area to fill (transparent pixels of a mask with alpha never fill). In folder mode
 the mask of ``photos/beach.jpg`` is ``masks/beach.<ext>`` or ``masks/beach_mask.<ext>`` (any image extension);
 when photos and masks share one folder, only the ``_mask`` form is used. Inputs are never overwritten.
+
+Outputs are written by :func:`pconv_hf.images.save_image`: the photo's ICC profile and EXIF (orientation reset,
+thumbnail dropped) are kept in PNG, JPEG, WebP and TIFF, every mode change is printed as a note, and a file is
+complete or absent. In folder mode a photo that fails (unreadable, truncated, wrong mask size, ...) does not stop
+the run: every other photo is processed, the failures are listed at the end and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
-from PIL import Image
+import numpy as np
 from tqdm import tqdm
 
 from . import _cli
 from ._cli import CliError, add_runtime_arguments, load_model
-from .images import IMAGE_SUFFIXES, displayed_size, list_images, open_image
+from .images import IMAGE_SUFFIXES, WRITE_FORMATS, check_quality, displayed_size, list_images, open_image, save_image
+from .inpainting import Strategy, inpaint
 
-OUTPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 MASK_SUFFIX = "_mask"
 PROG = "pconv-inpaint"
+
+Job = tuple[Path, Path, Path]  # image, mask, output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Inpaint photos with a partial-convolution U-Net: fill the white area of each mask.",
         epilog="Folder mode: --image DIR --mask DIR -o DIR. The mask of IMAGE_DIR/NAME.EXT is MASK_DIR/NAME.* or "
-        "MASK_DIR/NAME_mask.* (one of them); outputs are OUT_DIR/NAME.png (see --format).",
+        "MASK_DIR/NAME_mask.* (one of them); outputs are OUT_DIR/NAME.png (see --format). A photo that fails is "
+        "listed at the end (exit status 1) and the others are still processed; rerun with --skip_existing to do only "
+        "what is missing.",
     )
     parser.add_argument("--image", required=True, type=Path, help="a photo, or a folder of photos")
     parser.add_argument("--mask", required=True, type=Path, help="its mask (white = fill), or a folder of masks")
@@ -42,11 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, type=Path, help="output file (format from its extension) or folder"
     )
     parser.add_argument("--model", help="saved model folder or Hub id (default: the bundled model)")
-    parser.add_argument("--strategy", choices=("crop", "resize", "full"), default="crop", help="how large photos run")
+    parser.add_argument(
+        "--strategy", choices=get_args(Strategy), default=None, help="how large photos run (default: inpaint()'s)"
+    )
     parser.add_argument("--dilate", type=int, default=0, help="grow each mask by this many pixels first (default 0)")
     add_runtime_arguments(parser)
-    parser.add_argument("--format", default="png", help="output format in folder mode: png (default), webp, tiff, jpg")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--format",
+        default=None,
+        help="output format when -o is a folder: png (default), webp, tiff, jpg, bmp; a file's extension sets its own",
+    )
+    parser.add_argument(
+        "--quality", type=int, default=None, help="1-100 for lossy outputs: JPEG (default 95), WebP (default lossless)"
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing.add_argument(
+        "--skip_existing", action="store_true", help="leave photos whose output exists alone (rerun a folder)"
+    )
     return parser
 
 
@@ -56,43 +78,82 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.dilate < 0:
-        raise CliError(f"--dilate must be 0 or more pixels, got {args.dilate}")
     for path, what in ((args.image, "--image"), (args.mask, "--mask")):
         if not path.exists():
             raise CliError(f"{what} {path} does not exist")
     if args.image.is_dir() != args.mask.is_dir():
         raise CliError("--image and --mask must both be files or both be folders")
-    if args.image.is_dir():
-        jobs = plan_folder(args.image, args.mask, args.output, args.format)
-    else:
-        output = args.output / f"{args.image.stem}.png" if args.output.is_dir() else args.output
-        check_writable_format(output)
-        jobs = [(args.image, args.mask, output)]
-    check_outputs(jobs, args.overwrite)
-    check_sizes(jobs)
-
-    model = load_model(args.model, args.device)
-    from pconv_hf.inpainting import inpaint
-
-    start = time.perf_counter()
     folder_mode = args.image.is_dir()
+    if folder_mode:
+        jobs = plan_folder(args.image, args.mask, args.output, args.format or "png")
+    else:
+        jobs = [(args.image, args.mask, single_output(args.image, args.output, args.format))]
+    _check_quality(args.quality, jobs[0][2])
+    jobs, skipped = check_outputs(jobs, args.overwrite, args.skip_existing)
+    failures = check_sizes(jobs, stop=not folder_mode)
+    jobs = [job for job in jobs if job[0] not in failures]
+
+    model = load_model(args.model, args.device) if jobs else None
+    if model is not None:  # the options, checked once by inpaint itself on an empty 1-pixel photo
+        inpaint(model, np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool), **_options(args))
+    start = time.perf_counter()
+    done = 0
     for image_path, mask_path, out_path in tqdm(jobs, desc="inpainting", unit="photo", disable=not folder_mode):
         try:
-            photo = writable(open_image(image_path), out_path)
-            result = inpaint(model, photo, mask_path, strategy=args.strategy, dilate=args.dilate, dtype=args.dtype)
-        except ValueError as err:
-            raise CliError(f"{image_path}: {err}") from err
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        save(result, out_path)
-    where, count = args.output if folder_mode else jobs[0][2], len(jobs)
-    print(f"Inpainted {count} photo{'' if count == 1 else 's'} into {where} in {time.perf_counter() - start:.1f} s")
+            inpaint_file(model, image_path, mask_path, out_path, args)
+            done += 1
+        except (ValueError, OSError) as err:
+            if not folder_mode:
+                raise
+            failures[image_path] = str(err)
+    report(args.output if folder_mode else jobs[0][2] if jobs else args.output, done, skipped, failures, start)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    options = {"dilate": args.dilate, "dtype": args.dtype}
+    return options if args.strategy is None else {**options, "strategy": args.strategy}
+
+
+def inpaint_file(model, image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace) -> None:
+    """One photo: read, fill, write (metadata of the photo kept; notes on mode changes printed)."""
+    photo = open_image(image_path)
+    result = inpaint(model, photo, mask_path, **_options(args))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for note in save_image(result, out_path, like=photo, quality=args.quality):
+        tqdm.write(f"note: {image_path.name}: {note}", file=sys.stderr)
+
+
+def report(where: Path, done: int, skipped: int, failures: dict[Path, str], start: float) -> None:
+    """The summary line; failures listed one per line and the exit status 1 when any."""
+    summary = f"Inpainted {done} photo{'' if done == 1 else 's'} into {where} in {time.perf_counter() - start:.1f} s"
+    if skipped:
+        summary += f"; skipped {skipped} already done (--skip_existing)"
+    print(summary)
+    if failures:
+        listed = "\n".join(f"  {path}: {reason}" for path, reason in failures.items())
+        raise CliError(
+            f"{len(failures)} photo{'' if len(failures) == 1 else 's'} failed (the others were written; fix these "
+            f"and rerun with --skip_existing):\n{listed}"
+        )
 
 
 # --- planning and checks -----------------------------------------------------------------------------------
 
 
-def plan_folder(image_dir: Path, mask_dir: Path, out_dir: Path, out_format: str) -> list[tuple[Path, Path, Path]]:
+def single_output(image: Path, output: Path, out_format: str | None) -> Path:
+    """The output file of one photo: ``-o`` itself, or ``-o/NAME.<--format>`` when ``-o`` is a folder."""
+    if output.is_dir():
+        output = output / f"{image.stem}.{(out_format or 'png').lower().lstrip('.')}"
+    elif out_format is not None and output.suffix.lower().lstrip(".") != out_format.lower().lstrip("."):
+        raise CliError(
+            f"--format {out_format} does not match -o {output.name}: a file's extension sets its format (drop "
+            "--format, or give -o a folder)"
+        )
+    check_writable_format(output)
+    return output
+
+
+def plan_folder(image_dir: Path, mask_dir: Path, out_dir: Path, out_format: str) -> list[Job]:
     """(image, mask, output) for every image in ``image_dir``; every image must have exactly one mask."""
     extension = "." + out_format.lower().lstrip(".")
     check_writable_format(Path("x" + extension), flag="--format")
@@ -136,71 +197,61 @@ def plan_folder(image_dir: Path, mask_dir: Path, out_dir: Path, out_format: str)
 
 
 def check_writable_format(path: Path, flag: str = "-o") -> None:
-    extension = path.suffix.lower()
-    if Image.registered_extensions().get(extension) is None or extension not in OUTPUT_SUFFIXES:
-        raise CliError(f"{flag}: cannot tell the image format of {path.name!r}; use .png, .webp, .tif, .jpg or .bmp")
+    if path.suffix.lower() not in WRITE_FORMATS:
+        raise CliError(
+            f"{flag}: cannot tell the image format of {path.name!r}; use {', '.join(sorted(set(WRITE_FORMATS)))}"
+        )
 
 
-def check_outputs(jobs: list[tuple[Path, Path, Path]], overwrite: bool) -> None:
+def _check_quality(quality: int | None, out_path: Path) -> None:
+    try:
+        check_quality(quality, WRITE_FORMATS[out_path.suffix.lower()])
+    except ValueError as err:
+        raise CliError(f"--quality {quality}: {err}") from err
+
+
+def check_outputs(jobs: list[Job], overwrite: bool, skip_existing: bool) -> tuple[list[Job], int]:
+    """The jobs to run and how many were skipped because their output exists (``skip_existing``); without
+    ``overwrite`` or ``skip_existing`` an existing output is refused before anything runs."""
     inputs = {path.resolve() for image, mask, _ in jobs for path in (image, mask)}
     existing = []
     for _, _, out_path in jobs:
         if out_path.resolve() in inputs:
             raise CliError(f"-o {out_path} is one of the inputs; refusing to overwrite it")
+        if out_path.is_dir():
+            raise CliError(f"-o {out_path} is a folder; name a file, or give a folder for NAME.png inside it")
         if out_path.exists():
-            existing.append(str(out_path))
+            existing.append(out_path)
+    if skip_existing:
+        return [job for job in jobs if job[2] not in existing], len(existing)
     if existing and not overwrite:
-        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-        raise CliError(f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace")
-
-
-def check_sizes(jobs: list[tuple[Path, Path, Path]]) -> None:
-    """Read only the headers, so a wrong pair fails before any photo is processed. Sizes are as displayed (EXIF
-    orientation applied), as a mask drawn on the photo in any viewer or the app has them."""
-    for image_path, mask_path, _ in jobs:
-        sizes = [displayed_size(path, what) for path, what in ((image_path, "image"), (mask_path, "mask"))]
-        if sizes[0] != sizes[1]:
-            (image_w, image_h), (mask_w, mask_h) = sizes
-            raise CliError(
-                f"{mask_path} is {mask_w}x{mask_h} but {image_path} is {image_w}x{image_h} (as displayed); a mask "
-                "must match its image"
-            )
-
-
-def writable(photo: Image.Image, out_path: Path) -> Image.Image:
-    """The photo in a mode the output format can hold: e.g. a CMYK JPEG written as PNG is converted to RGB first
-    (with a note), so no work is lost at the end."""
-    try:
-        Image.new(photo.mode, (1, 1)).save(io.BytesIO(), format=Image.registered_extensions()[out_path.suffix.lower()])
-        return photo
-    except (OSError, ValueError, KeyError):
-        target = "RGBA" if "A" in photo.getbands() else "RGB"
-        print(
-            f"note: {out_path.suffix} cannot hold {photo.mode} images; writing {out_path.name} as {target}",
-            file=sys.stderr,
+        shown = ", ".join(map(str, existing[:5])) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        raise CliError(
+            f"{shown} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace or "
+            "--skip_existing to keep"
         )
-        return photo.convert(target)
+    return jobs, 0
 
 
-# --- model and output --------------------------------------------------------------------------------------
-
-
-def save(image, path: Path) -> None:
-    """Lossless unless the extension says JPEG; modes JPEG cannot hold are converted to RGB (or L)."""
-    extension = path.suffix.lower()
-    options = {}
-    if extension == ".webp":
-        options = {"lossless": True}
-    elif extension in (".jpg", ".jpeg"):
-        options = {"quality": 95}
-        if image.mode not in ("RGB", "L", "CMYK"):
-            image = image.convert("L" if image.mode in ("1", "LA", "I", "I;16", "F") else "RGB")
-    try:
-        image.save(path, **options)
-    except (OSError, ValueError, KeyError) as err:
-        if path.exists():
-            os.remove(path)
-        raise CliError(f"cannot write {path}: {err}") from err
+def check_sizes(jobs: list[Job], stop: bool) -> dict[Path, str]:
+    """Read only the headers, so a wrong pair fails before any photo is processed. Sizes are as displayed (EXIF
+    orientation applied), as a mask drawn on the photo in any viewer or the app has them. With ``stop`` the first
+    problem ends the run; otherwise the problems are returned (image -> reason) and those pairs are left out."""
+    problems: dict[Path, str] = {}
+    for image_path, mask_path, _ in jobs:
+        try:
+            sizes = [displayed_size(path, what) for path, what in ((image_path, "image"), (mask_path, "mask"))]
+            if sizes[0] != sizes[1]:
+                (image_w, image_h), (mask_w, mask_h) = sizes
+                raise CliError(
+                    f"{mask_path} is {mask_w}x{mask_h} but {image_path} is {image_w}x{image_h} (as displayed); a "
+                    "mask must match its image"
+                )
+        except (CliError, ValueError) as err:
+            if stop:
+                raise
+            problems[image_path] = str(err)
+    return problems
 
 
 if __name__ == "__main__":

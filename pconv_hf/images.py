@@ -6,8 +6,9 @@ Everything that opens an image file goes through here, so a photo or a mask read
 - **Orientation**: files are turned upright by their EXIF orientation tag, as browsers and the app show them;
   the tag is then gone, so results hold upright pixels and carry no orientation.
 - **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1].
-- **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill; transparent pixels never fill. A JPEG's
-  soft or anti-aliased edge pixels are nonzero, so they fill too.
+- **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill; transparent pixels never fill; black
+  paint on a transparent layer fills where painted. A JPEG's soft or anti-aliased edge pixels are nonzero, so
+  they fill too.
 - **Formats**: whatever Pillow reads, plus HEIC / HEIF phone photos (``pillow-heif``, registered on import).
 - **Errors** are ``ValueError`` naming the file: unreadable, truncated, or more pixels than Pillow's
   decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
@@ -148,14 +149,33 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
     """Read an image file fully, turned upright by its EXIF orientation (the tag is then dropped).
 
+    A file over Pillow's decompression-bomb *warning* size (``PIL.Image.MAX_IMAGE_PIXELS``, up to twice it) is
+    read, with one ``UserWarning`` naming the file and its size instead of Pillow's.
+
     Raises:
-        ValueError: naming the file, when it is missing, not an image, truncated, or has more pixels than
-            Pillow's decompression-bomb limit.
+        ValueError: naming the file, when it is missing, a folder, not an image, truncated, or has more than
+            twice Pillow's decompression-bomb limit of pixels.
     """
+    if os.path.isdir(path):
+        raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: it is a folder")
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                upright = ImageOps.exif_transpose(opened)
+        for warning in caught:
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                width, height = upright.size
+                warnings.warn(
+                    f"{what} file {os.fspath(path)!r} is large ({width}x{height}, {width * height / 1e6:.0f} MP, over "
+                    f"Pillow's {Image.MAX_IMAGE_PIXELS / 1e6:.0f}-MP check): reading it as a trusted file",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return upright
     except Image.DecompressionBombError as err:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {_bomb_message(err)}") from err
     except (OSError, ValueError, SyntaxError) as err:
@@ -197,9 +217,13 @@ def to_hole_mask(
     """The one rule for a user's mask: a bool (H, W) array, True = fill.
 
     White / nonzero pixels fill (any nonzero channel of a colour mask, whatever the bit depth: a JPEG's soft
-    edge or an anti-aliased brush edge fills too); transparent pixels (alpha 0) never fill. A path is read by
-    :func:`open_image` (EXIF orientation applied, as for the photo). ``holes_are="black"`` inverts the colour
-    test (zero pixels fill), for mask sets drawn the other way round; transparency still never fills.
+    edge or an anti-aliased brush edge fills too); transparent pixels (alpha 0) never fill. A paint layer
+    (a mask with transparent pixels) whose painted pixels are all black -- black paint on a transparent layer, as
+    many editors export it -- fills where it is painted. A mask that fills more than 90 % of the image but not
+    all of it gives a ``UserWarning`` with the share (and the darkest value when it is not 0: a JPEG's black).
+    A path is read by :func:`open_image` (EXIF orientation applied, as for the photo). ``holes_are="black"``
+    inverts the colour test (zero pixels fill), for mask sets drawn the other way round; transparency still
+    never fills.
 
     Args:
         mask: a PIL image (any mode), a numpy array (H, W) or (H, W, C), a tensor (H, W), (C, H, W) or
@@ -237,12 +261,37 @@ def to_hole_mask(
     if array.dtype.kind == "f" and np.isnan(array).any():
         raise ValueError("mask contains NaN; expected white / nonzero = area to fill")
     if array.ndim == 2:
-        colour, opaque = array != 0, True
+        colour, opaque = array != 0, np.True_
     elif has_alpha:
         colour, opaque = (array[..., :-1] != 0).any(axis=-1), array[..., -1] != 0
     else:
-        colour, opaque = (array != 0).any(axis=-1), True
-    return (colour if holes_are == "white" else ~colour) & opaque
+        colour, opaque = (array != 0).any(axis=-1), np.True_
+    if has_alpha and holes_are == "white" and opaque.any() and not opaque.all() and not (colour & opaque).any():
+        return opaque.copy()  # black paint on a transparent layer: the painted pixels fill
+    hole = (colour if holes_are == "white" else ~colour) & opaque
+    _warn_if_nearly_full(hole, array, has_alpha)
+    return hole
+
+
+NEARLY_FULL = 0.9
+"""A user mask filling more than this share of the image (but not all of it) is reported by a warning."""
+
+
+def _warn_if_nearly_full(hole: np.ndarray, array: np.ndarray, has_alpha: bool) -> None:
+    share = float(hole.mean()) if hole.size else 0.0
+    if not NEARLY_FULL < share < 1:
+        return
+    colours = array[..., :-1] if has_alpha else array
+    brightest = colours.max(axis=-1) if colours.ndim == 3 else colours
+    typical = float(np.median(brightest[hole]))
+    full = 1.0 if array.dtype.kind == "f" else float(np.iinfo(array.dtype).max) if array.dtype.kind in "ui" else 1.0
+    why = ""
+    if typical < 0.1 * full:
+        why = (
+            f"; most of the filled pixels are nearly black (median {typical:g}): a JPEG's black is often not 0, "
+            "so save masks as PNG"
+        )
+    warnings.warn(f"the mask fills {100 * share:.1f} % of the image (white / nonzero = fill){why}", stacklevel=3)
 
 
 def painted_hole_mask(

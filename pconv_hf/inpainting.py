@@ -29,6 +29,14 @@ from .model import autocast_dtype, eval_mode
 Strategy = Literal["crop", "resize", "full"]
 Box = tuple[int, int, int, int]  # top, left, height, width
 
+MAX_DILATE = 4096
+"""Largest ``dilate`` (pixels)."""
+MAX_RESOLUTION = 8192
+"""Largest working ``resolution``: an 8192² window is 64 MP, the most one forward pass may hold."""
+MAX_CONTEXT = 64.0
+"""Largest ``context``: windows are clipped to the photo, so more adds nothing."""
+MAX_BATCH_SIZE = 256
+
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
 _PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L", "I;16B", "F"}
 _MAX_WINDOWS = 256
@@ -100,15 +108,23 @@ def inpaint(
     """
     if strategy not in ("crop", "resize", "full"):
         raise ValueError(f"strategy must be 'crop', 'resize' or 'full', got {strategy!r}")
-    resolution = model.sample_size if resolution is None else resolution
-    if not isinstance(resolution, int) or resolution < model.size_multiple or resolution % model.size_multiple:
-        raise ValueError(f"resolution must be a positive multiple of {model.size_multiple}, got {resolution!r}")
-    if not isinstance(dilate, int) or dilate < 0:
-        raise ValueError(f"dilate must be a non-negative int (pixels), got {dilate!r}")
-    if not context >= 1:
-        raise ValueError(f"context must be >= 1, got {context!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_model(model)
+    resolution = _bounded_int(
+        "resolution",
+        model.sample_size if resolution is None else resolution,
+        model.size_multiple,
+        MAX_RESOLUTION,
+        f"pixels, a multiple of {model.size_multiple}; a larger square window is over 64 MP, more than one "
+        "forward pass may hold in memory",
+    )
+    if resolution % model.size_multiple:
+        raise ValueError(f"resolution must be a multiple of {model.size_multiple} pixels, got {resolution}")
+    dilate = _bounded_int("dilate", dilate, 0, MAX_DILATE, "pixels; a larger grow covers any photo's holes anyway")
+    if isinstance(context, bool) or not isinstance(context, (int, float, np.number)) or not 1 <= context <= MAX_CONTEXT:
+        raise ValueError(
+            f"context must be a number from 1 to {MAX_CONTEXT:g} (window side / hole side), got {context!r}"
+        )
+    batch_size = _bounded_int("batch_size", batch_size, 1, MAX_BATCH_SIZE, "windows per forward pass")
     if not isinstance(model, torch.nn.Module):
         if dtype not in ("auto", "float32", None, torch.float32):
             raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
@@ -121,6 +137,11 @@ def inpaint(
     hole_mask = grow_mask(hole_mask, dilate)
     if not hole_mask.any():
         return source.compose([])
+    if hole_mask.all():
+        grown = f" once grown by dilate={dilate}" if dilate else ""
+        raise ValueError(
+            f"the mask covers the whole image{grown}: nothing is left to fill from (white / nonzero = area to fill)"
+        )
 
     if strategy == "crop":
         boxes = plan_windows(hole_mask, resolution, context)
@@ -138,11 +159,37 @@ def inpaint(
 
 
 def grow_mask(hole_mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow a bool (H, W) hole mask by ``pixels`` in every direction (a square neighbourhood)."""
-    if not pixels:
+    """Grow a bool (H, W) hole mask by ``pixels`` in every direction (a square neighbourhood): the pixels within
+    chessboard distance ``pixels`` of a hole, so time and memory grow with the photo, not with ``pixels``."""
+    if not pixels or not hole_mask.any():
         return hole_mask
-    kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
-    return cv2.dilate(np.ascontiguousarray(hole_mask).view(np.uint8), kernel).view(bool)
+    known = (~hole_mask).view(np.uint8)
+    return cv2.distanceTransform(known, cv2.DIST_C, 3) <= pixels
+
+
+def _check_model(model: object) -> None:
+    """A network :func:`inpaint` can run: not a name or path, not weights on the meta device."""
+    if isinstance(model, torch.nn.Module) or hasattr(model, "sample_size") and callable(model):
+        if getattr(model, "device", None) is not None and torch.device(model.device).type == "meta":
+            raise ValueError(
+                "the model is on the meta device and holds no weights; load it with pconv_hf.load_model(path, "
+                "device='cpu') or move it with .to('cpu')"
+            )
+        if hasattr(model, "sample_size") and hasattr(model, "size_multiple"):
+            return
+    raise ValueError(
+        f"model must be a PConvUNet or OnnxInpainter (e.g. pconv_hf.load_model(path)), got {type(model).__name__}"
+        f"{f' {model!r}' if isinstance(model, (str, os.PathLike)) else ''}"
+    )
+
+
+def _bounded_int(name: str, value: object, low: int, high: int, unit: str) -> int:
+    """``value`` as an int from ``low`` to ``high`` (numpy integers accepted, bools and floats refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int ({unit}), got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high} ({unit}), got {value}")
+    return int(value)
 
 
 # --- planning ----------------------------------------------------------------------------------------------
@@ -326,9 +373,18 @@ def _peak(array: np.ndarray) -> float:
     if array.dtype == np.uint16:
         return 65535.0
     if np.issubdtype(array.dtype, np.floating):
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        if np.isnan(array).any() or low < 0 or high > 1:
-            raise ValueError(f"float images must lie in [0, 1] without NaN, got values from {low} to {high}")
+        finite = np.isfinite(array)
+        if not finite.all():
+            kinds = " and ".join(
+                k for k, bad in (("NaN", np.isnan(array).any()), ("infinite", np.isinf(array).any())) if bad
+            )
+            raise ValueError(
+                f"image has {array.size - int(finite.sum()):,} {kinds} values; expected float values in [0, 1]"
+            )
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            hint = "; divide 0..255 values by 255" if low >= 0 and high <= 255 else ""
+            raise ValueError(f"float images must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
         return 1.0
     raise ValueError(f"image dtype must be uint8, uint16 or float in [0, 1], got {array.dtype}")
 
@@ -355,6 +411,8 @@ def _tensor_source(tensor: torch.Tensor) -> Source:
         array = tensor.detach()
     else:
         raise ValueError(f"image tensor must be (H, W), (C, H, W) or (1, C, H, W) with C in 1, 3, 4, got {shape}")
+    if tensor.device.type == "meta":
+        raise ValueError("image tensor is on the meta device and holds no values; pass a CPU or CUDA tensor")
     if tensor.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"image tensor dtype must be uint8 or float in [0, 1], got {tensor.dtype}")
     numpy_dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype

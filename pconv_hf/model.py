@@ -503,7 +503,15 @@ class PConvUNet(
                 token=token,
                 local_files_only=local_files_only,
             )
-        state_dict = safetensors.torch.load_file(weights_file)
+        if torch.device(map_location).type == "meta":
+            raise ValueError(f"cannot load {model_id!r} onto the meta device: it holds no weights; use 'cpu' or 'cuda'")
+        try:
+            state_dict = safetensors.torch.load_file(weights_file)
+        except (safetensors.SafetensorError, OSError) as err:
+            raise ValueError(
+                f"cannot read the weights {weights_file!r} ({err}): the file is truncated or not safetensors; "
+                "download or save the model again"
+            ) from err
         try:
             # copy_ casts, so half-precision files load into a float32 model.
             result = model.load_state_dict(state_dict, strict=False)
