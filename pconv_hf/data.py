@@ -118,6 +118,19 @@ def multiscale_crop(image: Image.Image, resolution: int, rng: np.random.Generato
     return _resized_square(image, resolution, crop, rng)
 
 
+def native_crop(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
+    """A ``resolution`` x ``resolution`` square at the photo's own pixel scale (1:1, no resampling) at a random
+    place, flipped horizontally half the time: what ``inpaint()`` shows the network when a thin hole is filled at
+    native resolution. Images smaller than ``resolution`` on a side are resized up to it first."""
+    width, height = image.size
+    if min(width, height) < resolution:
+        return _resized_square(image, resolution, min(width, height), rng)
+    left = int(rng.integers(0, width - resolution + 1))
+    top = int(rng.integers(0, height - resolution + 1))
+    out = image.crop((left, top, left + resolution, top + resolution))
+    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else out
+
+
 def resize_flip(image: Image.Image, resolution: int, rng: np.random.Generator) -> Image.Image:
     """The anomaly-detection training transform: the whole image resized to ``resolution`` x ``resolution``
     (aspect ratio not kept, nothing cropped away), flipped horizontally and vertically, each half the time.
@@ -257,6 +270,9 @@ class TrainingStream(torch.utils.data.IterableDataset):
             stays clean (the target), so a model learns to remove such defects. The defect's randomness comes
             from ``np.random.default_rng([seed, epoch, rank, position, 1])``, apart from the crop and mask.
         defect_probability: share of images (on average) given a defect.
+        native_probability: share of crops (on average) taken by ``native_crop`` (the photo's own pixels, decoded
+            at full size) instead of ``transform``; which crops are native is drawn from
+            ``np.random.default_rng([seed, epoch, rank, position, 3])``.
         grayscale_probability: share of crops (on average) turned grayscale (three equal channels), so the
             model also learns black-and-white photos, where a colour tint in the fill would be plain wrong.
             Drawn from ``np.random.default_rng([seed, epoch, rank, position, 2])``: crops and masks do not
@@ -277,6 +293,7 @@ class TrainingStream(torch.utils.data.IterableDataset):
         defect_source: DefectSource | None = None,
         defect_probability: float = 0.0,
         grayscale_probability: float = 0.0,
+        native_probability: float = 0.0,
     ) -> None:
         super().__init__()
         if transform not in TRAIN_TRANSFORMS:
@@ -284,6 +301,7 @@ class TrainingStream(torch.utils.data.IterableDataset):
         for name, value in (
             ("defect_probability", defect_probability),
             ("grayscale_probability", grayscale_probability),
+            ("native_probability", native_probability),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -293,6 +311,7 @@ class TrainingStream(torch.utils.data.IterableDataset):
         self.defect_source = defect_source
         self.defect_probability = defect_probability
         self.grayscale_probability = grayscale_probability
+        self.native_probability = native_probability
         self.examples = examples
         self.resolution = resolution
         self.batch_size = batch_size
@@ -317,9 +336,16 @@ class TrainingStream(torch.utils.data.IterableDataset):
     def sample(self, example: dict[str, Any], epoch: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One (image (3,H,W), valid mask (1,H,W)) pair; raises ``BadImageError`` for unusable images."""
         rng = np.random.default_rng([self.seed, epoch, self.rank, position])
+        native = (
+            self.native_probability > 0
+            and np.random.default_rng([self.seed, epoch, self.rank, position, 3]).random() < self.native_probability
+        )
         draft = _MULTISCALE_DRAFT_FACTOR if self.transform == "multiscale_crop" else 2
-        image = decode_image(example["image"], self.min_side, draft_side=draft * self.resolution)
-        if self.transform == "resize_flip":
+        draft_side = None if native else draft * self.resolution
+        image = decode_image(example["image"], self.min_side, draft_side=draft_side)
+        if native:
+            crop = native_crop(image, self.resolution, rng)
+        elif self.transform == "resize_flip":
             crop = resize_flip(image, self.resolution, rng)
         elif self.transform == "multiscale_crop":
             crop = multiscale_crop(image, self.resolution, rng)

@@ -4,10 +4,13 @@ This is the user edge: the mask here is **white / nonzero = area to fill** (diff
 convention); it becomes the network's 1 = valid mask inside. Every pixel outside the hole comes back
 bit-identical: the result is the original with only hole pixels replaced.
 
-Large photos use the "crop" strategy: each hole region is inpainted in a window around it at the model's
-working resolution (``model.sample_size``) and pasted back, so a 12-megapixel photo with a small hole costs
-one model pass. "resize" runs the whole photo downscaled to the working resolution; "full" runs it at
-native resolution (memory grows with the photo).
+Strategies (``pconv_hf.windows`` plans where the network runs):
+- "native" (default): each group of holes is filled in a window around it at the photo's own pixel scale,
+  downscaled only as far as the hole's width (the network's reach) and a per-window pixel budget require; a
+  coarse-to-fine pass then refills a band along the hole's edge at a finer scale when the first pass was
+  downscaled.
+- "crop": square windows around the holes, all at the model's working resolution (``model.sample_size``).
+- "resize": the whole photo downscaled to the working resolution; "full": the whole photo at native resolution.
 """
 
 from __future__ import annotations
@@ -25,9 +28,17 @@ from PIL import Image
 
 from .images import ImageLike, open_image, to_hole_mask
 from .model import autocast_dtype, eval_mode
+from .windows import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_REACH,
+    STRATEGIES,
+    Box,
+    Window,
+    plan_native_windows,
+    plan_windows,
+)
 
-Strategy = Literal["crop", "resize", "full"]
-Box = tuple[int, int, int, int]  # top, left, height, width
+Strategy = Literal["native", "crop", "resize", "full"]
 
 MAX_DILATE = 4096
 """Largest ``dilate`` (pixels)."""
@@ -39,7 +50,6 @@ MAX_BATCH_SIZE = 256
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
 _PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L", "I;16B", "F"}
-_MAX_WINDOWS = 256
 
 
 class InpaintingNetwork(Protocol):
@@ -70,12 +80,15 @@ def inpaint(
     image: ImageLike,
     mask: ImageLike,
     *,
-    strategy: Strategy = "crop",
+    strategy: Strategy = "native",
     resolution: int | None = None,
     context: float = 2.0,
     dilate: int = 0,
     batch_size: int = 8,
     dtype: torch.dtype | str | None = "auto",
+    reach: float = DEFAULT_REACH,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    refine: bool = True,
 ) -> Image.Image | np.ndarray | torch.Tensor:
     """Fill the white (nonzero) area of ``mask`` in ``image``.
 
@@ -89,11 +102,19 @@ def inpaint(
             is (apply ``PIL.ImageOps.exif_transpose`` first if it came from a camera).
         mask: same height and width as ``image`` (as displayed, for a file); white / nonzero = area to fill,
             transparent pixels never fill (:func:`pconv_hf.images.to_hole_mask`, the rule everywhere).
-        strategy: "crop" (default: windows around the holes), "resize" (whole photo at the working
-            resolution) or "full" (whole photo at native resolution).
+        strategy: "native" (default: windows around the holes at the photo's own pixel scale, downscaled only
+            as far as ``reach`` and ``max_pixels`` require), "crop" (square windows around the holes, downscaled
+            to ``resolution``), "resize" (whole photo at the working resolution) or "full" (whole photo at
+            native resolution).
         resolution: working resolution for "crop" and "resize"; defaults to ``model.sample_size``.
-        context: a crop window's side is at least ``context`` times the hole region's longer side, so the
+        context: a "crop" window's side is at least ``context`` times the hole region's longer side, so the
             model sees enough surroundings; larger windows are downscaled to ``resolution``.
+        reach: "native": the widest hole (in working pixels: twice the largest distance from a hole pixel to
+            the nearest known one) filled without downscaling; wider holes are filled at ``reach / width``.
+        max_pixels: "native": the most working pixels one window may hold (time and memory grow with it);
+            larger windows are downscaled to fit.
+        refine: "native": when a window was downscaled, refill a band along the hole's edge (``reach / 2``
+            wide) at the finest scale the budget allows, with the first fill as known context inside.
         dilate: grow the mask by this many pixels first (covers halos around painted objects).
         batch_size: windows per forward pass.
         dtype: autocast dtype of a PyTorch model's forward pass. "auto" (default): bf16 where the device computes
@@ -106,8 +127,12 @@ def inpaint(
         The same kind of object as ``image`` (a path gives a PIL image), same size and mode family: palette
         images keep their palette, RGBA/LA keep their alpha, 16-bit stays 16-bit.
     """
-    if strategy not in ("crop", "resize", "full"):
-        raise ValueError(f"strategy must be 'crop', 'resize' or 'full', got {strategy!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
+    if isinstance(reach, bool) or not isinstance(reach, (int, float)) or not 8 <= reach <= 4096:
+        raise ValueError(f"reach must be a number of pixels from 8 to 4096, got {reach!r}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 2**16 <= max_pixels <= 2**26:
+        raise ValueError(f"max_pixels must be an int from 65,536 to 67,108,864 (64 MP), got {max_pixels!r}")
     _check_model(model)
     resolution = _bounded_int(
         "resolution",
@@ -143,19 +168,25 @@ def inpaint(
             f"the mask covers the whole image{grown}: nothing is left to fill from (white / nonzero = area to fill)"
         )
 
-    if strategy == "crop":
-        boxes = plan_windows(hole_mask, resolution, context)
+    if strategy == "native":
+        windows = plan_native_windows(hole_mask, reach=reach, max_pixels=max_pixels, min_side=model.sample_size)
+    elif strategy == "crop":
+        windows = [_at_resolution(box, resolution) for box in plan_windows(hole_mask, resolution, context)]
+    elif strategy == "resize":
+        windows = [_at_resolution((0, 0, source.height, source.width), resolution)]
     else:
-        boxes = [(0, 0, source.height, source.width)]
-    scale_to = None if strategy == "full" else resolution
+        windows = [Window((0, 0, source.height, source.width), 1.0, 0.0)]
 
-    patches = []
     with eval_mode(model):
-        for start in range(0, len(boxes), batch_size):
-            chunk = boxes[start : start + batch_size]
-            predictions = _predict_windows(model, source, hole_mask, chunk, scale_to, dtype)
-            patches.extend(zip(chunk, predictions))
-    return source.compose([(box, prediction, _crop(hole_mask, box)) for box, prediction in patches])
+        fills = _fill_windows(model, source, hole_mask, windows, batch_size, dtype)
+        if strategy == "native" and refine:
+            fills = _refine(model, source, hole_mask, windows, fills, reach, max_pixels, batch_size, dtype)
+    return source.compose([(w.box, fill, _crop(hole_mask, w.box)) for w, fill in zip(windows, fills)])
+
+
+def _at_resolution(box: Box, resolution: int) -> Window:
+    """A window downscaled so that its longer side is at most ``resolution``."""
+    return Window(box, min(1.0, resolution / max(box[2], box[3])), 0.0)
 
 
 def grow_mask(hole_mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -192,62 +223,6 @@ def _bounded_int(name: str, value: object, low: int, high: int, unit: str) -> in
     return int(value)
 
 
-# --- planning ----------------------------------------------------------------------------------------------
-
-
-def plan_windows(hole_mask: np.ndarray, resolution: int, context: float = 2.0) -> list[Box]:
-    """Non-overlapping windows that together cover every hole pixel, each with context around its holes.
-
-    Holes closer than an eighth of the working resolution are grouped first, then windows that overlap
-    are merged until none do. If the windows would cover as much as the whole photo, the photo is one window.
-    """
-    height, width = hole_mask.shape
-    gap = max(1, resolution // 8)
-    grouped = cv2.dilate(hole_mask.view(np.uint8), np.ones((gap, gap), np.uint8))
-    count, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
-    if count - 1 > _MAX_WINDOWS:
-        return [(0, 0, height, width)]
-    # Regions as (top, left, bottom, right) of the holes themselves (undo the grouping dilation).
-    regions = []
-    for left, top, w, h, _ in stats[1:]:
-        sub = hole_mask[top : top + h, left : left + w]
-        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
-        if rows.size:
-            top, left = int(top + rows[0]), int(left + cols[0])
-            regions.append((top, left, top + int(rows[-1] - rows[0]) + 1, left + int(cols[-1] - cols[0]) + 1))
-
-    def window(region: tuple[int, int, int, int]) -> Box:
-        top, left, bottom, right = region
-        side = max(resolution, math.ceil(context * max(bottom - top, right - left)))
-        win_h, win_w = min(side, height), min(side, width)
-        win_top = min(max((top + bottom - win_h) // 2, 0), height - win_h)
-        win_left = min(max((left + right - win_w) // 2, 0), width - win_w)
-        return win_top, win_left, win_h, win_w
-
-    merged = True
-    while merged:
-        merged = False
-        windows = [window(region) for region in regions]
-        for i in range(len(windows)):
-            for j in range(i + 1, len(windows)):
-                if _overlap(windows[i], windows[j]):
-                    a, b = regions[i], regions[j]
-                    regions[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del regions[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    windows = [window(region) for region in regions]
-    if sum(h * w for _, _, h, w in windows) >= height * width:
-        return [(0, 0, height, width)]
-    return windows
-
-
-def _overlap(a: Box, b: Box) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
 def _crop(array: np.ndarray, box: Box) -> np.ndarray:
     top, left, height, width = box
     return array[top : top + height, left : left + width]
@@ -256,55 +231,114 @@ def _crop(array: np.ndarray, box: Box) -> np.ndarray:
 # --- running the model -------------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
-def _predict_windows(
+def _fill_windows(
     model: InpaintingNetwork,
     source: Source,
     hole_mask: np.ndarray,
-    boxes: list[Box],
-    scale_to: int | None,
+    windows: list[Window],
+    batch_size: int,
+    dtype: torch.dtype | None,
+    images: list[np.ndarray] | None = None,
+    holes: list[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """The network's fill (float32 RGB in [0, 1], each window's own size) of every window; ``images`` and
+    ``holes`` replace the photo's pixels and hole mask per window when given. Windows whose working canvases
+    have the same size run together, ``batch_size`` at a time."""
+    inputs = []
+    for i, window in enumerate(windows):
+        rgb = source.crop_rgb(window.box) if images is None else images[i]
+        hole = _crop(hole_mask, window.box) if holes is None else holes[i]
+        inputs.append(_downscale(rgb, hole, window.scale))
+    canvases = [_canvas_size(rgb.shape[:2], model.size_multiple) for rgb, _ in inputs]
+    fills: list[np.ndarray | None] = [None] * len(windows)
+    for canvas in dict.fromkeys(canvases):
+        same = [i for i, c in enumerate(canvases) if c == canvas]
+        for start in range(0, len(same), batch_size):
+            chunk = same[start : start + batch_size]
+            outputs = _run_network(model, [inputs[i] for i in chunk], canvas, dtype)
+            for i, output in zip(chunk, outputs):
+                _, _, height, width = windows[i].box
+                if output.shape[:2] != (height, width):
+                    output = np.clip(cv2.resize(output, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+                fills[i] = output
+    return fills
+
+
+def _downscale(rgb: np.ndarray, hole: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A window's pixels and hole mask at ``scale``; any pixel that touches the hole stays hole, so the
+    upsampled prediction covers the whole hole."""
+    if scale >= 1.0:
+        return rgb, hole
+    height, width = hole.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+    return rgb, hole
+
+
+def _canvas_size(shape: tuple[int, int], multiple: int) -> tuple[int, int]:
+    return tuple(max(multiple, math.ceil(side / multiple) * multiple) for side in shape)
+
+
+@torch.inference_mode()
+def _run_network(
+    model: InpaintingNetwork,
+    inputs: list[tuple[np.ndarray, np.ndarray]],
+    canvas: tuple[int, int],
     dtype: torch.dtype | None,
 ) -> list[np.ndarray]:
-    """Model predictions (float32 RGB in [0, 1]) for each window, at the window's own size."""
-    images, valid_masks, sizes = [], [], []
-    for box in boxes:
-        rgb, hole = source.crop_rgb(box), _crop(hole_mask, box)
-        height, width = hole.shape
-        scale = 1.0 if scale_to is None else min(1.0, scale_to / max(height, width))
-        if scale < 1.0:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-            # Any pixel that touches the hole stays hole, so the upsampled prediction covers the hole.
-            hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-        images.append(rgb)
-        valid_masks.append(~hole)
-        sizes.append((height, width))
-
-    # Pad every window to one canvas, a multiple of 2**layer_size; padding is marked as hole so the
-    # partial convolutions ignore it.
-    multiple = model.size_multiple
-    canvas_h = max(multiple, math.ceil(max(im.shape[0] for im in images) / multiple) * multiple)
-    canvas_w = max(multiple, math.ceil(max(im.shape[1] for im in images) / multiple) * multiple)
-    batch = np.zeros((len(images), canvas_h, canvas_w, 3), np.float32)
-    valid = np.zeros((len(images), canvas_h, canvas_w), np.float32)
-    for i, (im, v) in enumerate(zip(images, valid_masks)):
-        batch[i, : im.shape[0], : im.shape[1]] = im
-        valid[i, : v.shape[0], : v.shape[1]] = v
-
+    """Network outputs for (rgb, hole) pairs, each cropped back to its own size. Every input is padded to
+    ``canvas`` (a multiple of 2**layer_size); the padding is marked as hole so the partial convolutions ignore it."""
+    batch = np.zeros((len(inputs), *canvas, 3), np.float32)
+    valid = np.zeros((len(inputs), *canvas), np.float32)
+    for i, (rgb, hole) in enumerate(inputs):
+        batch[i, : rgb.shape[0], : rgb.shape[1]] = rgb
+        valid[i, : hole.shape[0], : hole.shape[1]] = ~hole
     device = model.device
     image_tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).to(device=device, dtype=model.dtype)
     valid_tensor = torch.from_numpy(valid)[:, None].to(device=device, dtype=model.dtype)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         output = model(image_tensor, valid_tensor)
     output = output.float().clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return [out[: rgb.shape[0], : rgb.shape[1]] for out, (rgb, _) in zip(output, inputs)]
 
-    predictions = []
-    for out, im, (height, width) in zip(output, images, sizes):
-        out = out[: im.shape[0], : im.shape[1]]
-        if out.shape[:2] != (height, width):
-            out = np.clip(cv2.resize(out, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
-        predictions.append(out)
-    return predictions
+
+def _refine(
+    model: InpaintingNetwork,
+    source: Source,
+    hole_mask: np.ndarray,
+    windows: list[Window],
+    fills: list[np.ndarray],
+    reach: float,
+    max_pixels: int,
+    batch_size: int,
+    dtype: torch.dtype | None,
+) -> list[np.ndarray]:
+    """Coarse to fine: a window filled downscaled gets its hole's edge band refilled at the finest scale the
+    pixel budget allows (at least 1.5x finer, else it is left as it is). The band is ``reach / 2`` working
+    pixels wide; the hole's interior keeps the coarse fill and is shown to the network as known context."""
+    todo = []
+    for i, window in enumerate(windows):
+        _, _, height, width = window.box
+        fine = min(1.0, math.sqrt(max_pixels / (height * width)))
+        if fine >= 1.5 * window.scale:
+            todo.append((i, Window(window.box, fine, window.hole_width)))
+    if not todo:
+        return fills
+    images, holes, bands = [], [], []
+    for i, window in todo:
+        rgb, hole = source.crop_rgb(window.box), _crop(hole_mask, window.box)
+        rgb = np.where(hole[..., None], fills[i], rgb)
+        inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
+        band = hole & (inside <= reach / 2 / window.scale)
+        images.append(rgb)
+        holes.append(band)
+        bands.append(band)
+    refined = _fill_windows(model, source, hole_mask, [w for _, w in todo], batch_size, dtype, images, holes)
+    fills = list(fills)
+    for (i, _), band, fine_fill in zip(todo, bands, refined):
+        fills[i] = np.where(band[..., None], fine_fill, fills[i])
+    return fills
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ HOLE_RATIO_BUCKETS: tuple[tuple[float, float], ...] = (
 )
 """Hole-ratio buckets (low, high] of the paper's tables."""
 
+OBJECT_BUCKETS: tuple[tuple[float, float], ...] = ((0.01, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.3))
+"""Hole-ratio buckets of the native-size protocol: what people remove from their photos."""
+OBJECT_KINDS = ("stroke", "blob", "silhouette")
+
 MASK_KINDS = ("irregular", "box", "mixed")
 
 _MIXED_BOX_PROBABILITY = 0.5
@@ -424,6 +428,97 @@ def save_mask_folder(masks: Iterable[np.ndarray | tuple[int, np.ndarray]], direc
 
 # ---------------------------------------------------------------------------------------------------------
 # Drawing
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Object-removal masks at a photo's own size
+
+
+def object_mask(
+    height: int, width: int, kind: str, bucket: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """A hole mask like the ones people paint to remove something, valid mask (1 = known) of a photo's size,
+    with a hole ratio inside ``bucket`` (low, high].
+
+    kind: "stroke" (1-3 brush strokes, a random walk each, the brush 1.5-4 % of the long side wide, drawn until
+    the ratio is reached), "blob" (one smooth star-shaped region) or "silhouette" (an upright object: an
+    elongated body, a head and sometimes a base, as in people, animals, bottles and posts).
+    """
+    if kind not in OBJECT_KINDS:
+        raise ValueError(f"kind must be one of {OBJECT_KINDS}, got {kind!r}")
+    _check_rng(rng)
+    low, high = _as_bucket(bucket)
+    for _ in range(50):
+        target = rng.uniform(low, high)
+        canvas = _stroke_canvas(height, width, target, rng) if kind == "stroke" else None
+        if canvas is None:
+            canvas = _shape_canvas(height, width, kind, target, rng)
+        ratio = float(canvas.mean())
+        if low < ratio <= high:
+            return (1 - canvas).astype(np.float32)
+    raise ValueError(f"could not draw a {kind} mask with a hole ratio in {bucket} on a {width}x{height} photo")
+
+
+def _stroke_canvas(height: int, width: int, target: float, rng: np.random.Generator) -> np.ndarray:
+    canvas = np.zeros((height, width), np.uint8)
+    long_side = max(height, width)
+    brush = max(2, round(rng.uniform(0.015, 0.04) * long_side))
+    strokes = int(rng.integers(1, 4))
+    point = rng.uniform((0.1 * width, 0.1 * height), (0.9 * width, 0.9 * height))
+    heading = rng.uniform(0, 2 * np.pi)
+    step = 0.05 * long_side
+    for segment in range(10_000):
+        if segment and segment % max(1, 40 // strokes) == 0 and strokes > 1:  # start the next stroke elsewhere
+            point = rng.uniform((0.1 * width, 0.1 * height), (0.9 * width, 0.9 * height))
+            strokes -= 1
+        heading += rng.normal(0, 0.5)
+        new = point + step * np.array([np.cos(heading), np.sin(heading)])
+        if not (0 <= new[0] < width and 0 <= new[1] < height):  # turn back from the edge
+            heading += np.pi
+            continue
+        cv2.line(canvas, tuple(np.rint(point).astype(int)), tuple(np.rint(new).astype(int)), 1, brush)
+        point = new
+        if canvas.mean() >= target:
+            break
+    return canvas
+
+
+def _shape_canvas(height: int, width: int, kind: str, target: float, rng: np.random.Generator) -> np.ndarray:
+    """A blob or silhouette drawn at a reference size, then scaled so its area is ``target`` of the photo."""
+    reference = 512
+    shape = np.zeros((reference, reference), np.uint8)
+    centre = reference // 2
+    if kind == "blob":
+        angles = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+        radius = np.ones_like(angles)
+        for harmonic in range(2, 6):
+            radius += rng.uniform(0, 0.5 / harmonic) * np.cos(harmonic * angles + rng.uniform(0, 2 * np.pi))
+        radius *= 0.3 * reference / radius.max()
+        aspect = rng.uniform(0.6, 1.0)
+        points = np.stack([centre + radius * np.cos(angles), centre + aspect * radius * np.sin(angles)], 1)
+        cv2.fillPoly(shape, [np.rint(points).astype(np.int32)], 1)
+    else:
+        body_w, body_h = rng.uniform(0.06, 0.14) * reference, rng.uniform(0.18, 0.3) * reference
+        head = rng.uniform(0.35, 0.6) * body_w
+        cv2.ellipse(shape, (centre, centre), (round(body_w), round(body_h)), rng.uniform(-10, 10), 0, 360, 1, -1)
+        cv2.circle(shape, (centre, round(centre - body_h - head * 0.6)), round(head), 1, -1)
+        if rng.random() < 0.5:
+            base = (round(body_w * rng.uniform(1.1, 1.6)), round(body_h * 0.15))
+            cv2.ellipse(shape, (centre, round(centre + body_h * 0.85)), base, 0, 0, 360, 1, -1)
+    rows, cols = np.nonzero(shape)
+    shape = shape[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    scale = math.sqrt(target * height * width / shape.sum())
+    size = (max(1, round(shape.shape[1] * scale)), max(1, round(shape.shape[0] * scale)))
+    if size[0] > width or size[1] > height:
+        return np.ones((height, width), np.uint8)  # does not fit: rejected by the caller's ratio check
+    shape = cv2.resize(shape, size, interpolation=cv2.INTER_NEAREST)
+    if rng.random() < 0.5:
+        shape = shape[:, ::-1]
+    canvas = np.zeros((height, width), np.uint8)
+    top = int(rng.integers(0, height - size[1] + 1))
+    left = int(rng.integers(0, width - size[0] + 1))
+    canvas[top : top + size[1], left : left + size[0]] = shape
+    return canvas
 
 
 class _StrokePainter:

@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> a
         "--train_transform",
         default="random_resized_crop",
         choices=list(TRAIN_TRANSFORMS),
-        help="random_resized_crop: a 25-100 %% area crop, horizontal flips; resize_flip: the whole "
+        help="random_resized_crop: a 25-100 %% area crop, horizontal flips; multiscale_crop: crops from the photo's "
+        "own pixel scale up to its whole short side, resized to --resolution; resize_flip: the whole "
         "image resized, horizontal and vertical flips (anomaly detection).",
     )
     data.add_argument(
@@ -135,6 +136,15 @@ def parse_args(argv: list[str] | None = None, defaults: dict | None = None) -> a
         help="Share of training "
         "crops (on average) turned grayscale, so fills in black-and-white photos get no colour tint. "
         "0 = off (the paper).",
+    )
+    data.add_argument(
+        "--native_crops",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="Share of training crops (on average) taken at the photo's own pixel scale (1:1, the image decoded at "
+        "full size) instead of --train_transform: what inpaint() shows the network for thin holes in big photos. "
+        "Give it the original photos (not downscaled copies) for this to mean anything.",
     )
     data.add_argument(
         "--synthetic_defects",
@@ -527,6 +537,7 @@ def build_stream(args: argparse.Namespace, rank: int, world_size: int) -> Traini
         defect_source=defect_source,
         defect_probability=args.synthetic_defects,
         grayscale_probability=args.grayscale_augmentation,
+        native_probability=args.native_crops,
     )
     return stream
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pconv_hf.inpainting import plan_windows
+from pconv_hf.windows import plan_windows
 
 
 @pytest.fixture
@@ -176,14 +176,14 @@ def test_bad_options_raise_value_error(tiny_model, photo, hole, kwargs, message)
 
 
 def test_large_photo_with_small_hole_costs_one_window_pass(tiny_model):
-    """A 12-megapixel photo with one small hole: the crop strategy runs the model once, at its own size."""
+    """A 12-megapixel photo with one small hole: the crop strategy runs the model once, at its working size."""
     image = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     mask = np.zeros((3000, 4000), np.uint8)
     mask[1500:1520, 2000:2030] = 255
     shapes = []
     handle = tiny_model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
     try:
-        result = tiny_model.inpaint(image, mask)
+        result = tiny_model.inpaint(image, mask, strategy="crop")
     finally:
         handle.remove()
     assert shapes == [(1, 3, 64, 64)]

@@ -1,0 +1,103 @@
+"""Quality at a photo's own size: inpaint() variants beside OpenCV, side by side in one run, with the targets.
+
+    python benchmarks/bench_native.py --model pconv_hf/checkpoints/pconv-photos-256 \
+        --data data/photos-full/holdout data/photos-full/validation --masks runs/native-masks \
+        --variant default --variant crop256:strategy=crop --variant crop1024:strategy=crop,resolution=1024
+
+The native-size protocol (``pconv_hf.evaluation_native``): every photo at its own size, object-removal masks per
+hole-ratio bucket (saved to --masks on the first run, read back later so runs compare), PSNR of the hole pixels,
+SSIM / LPIPS of the hole's box, seconds per fill. ``--variant NAME[:key=value,...]`` adds ``inpaint()`` with
+those options (``default`` = no options); ``--compare DIR`` adds another saved model with the default options.
+
+Targets (issue 20, every bucket up to 15 % in every size class): PSNR >= the better of Telea / NS + 1 dB, SSIM
+higher than both, LPIPS at least 10 % lower than the better of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from pconv_hf import PConvUNet
+from pconv_hf.evaluation_native import (
+    BASELINES,
+    format_margins,
+    format_native_table,
+    list_photos,
+    make_cases,
+    model_fill,
+    read_cases,
+    run_protocol,
+    summarize,
+    write_results,
+)
+
+
+def parse_options(text: str) -> dict:
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        if value in ("True", "False"):
+            value = value == "True"
+        options[key] = value
+    return options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="saved PConvUNet folder")
+    parser.add_argument("--compare", nargs="*", default=[], help="more saved models, default options")
+    parser.add_argument("--data", nargs="+", required=True, help="folders of held-out photos at their own size")
+    parser.add_argument("--masks", required=True, help="mask folder: written on the first run, read afterwards")
+    parser.add_argument("--masks_per_bucket", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--variant", action="append", default=[], help="NAME[:key=value,...] (repeatable)")
+    parser.add_argument("--output_dir", default=None, help="write rows, summary and table here")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max_photos", type=int, default=None, help="only the first N photos (a quick look)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    photos = list_photos(args.data)[: args.max_photos]
+    masks = Path(args.masks)
+    cases = (
+        read_cases(photos, masks)
+        if masks.is_dir() and any(masks.glob("*.png"))
+        else make_cases(photos, masks, masks_per_bucket=args.masks_per_bucket, seed=args.seed)
+    )
+    model = PConvUNet.from_pretrained(args.model).eval()
+    methods = {}
+    for spec in args.variant or ["default"]:
+        name, _, options = spec.partition(":")
+        methods[name] = model_fill(model, **parse_options(options))
+    for other in args.compare:
+        methods[Path(other).name] = model_fill(PConvUNet.from_pretrained(other).eval())
+    methods.update({label: fill for label, fill in BASELINES.values()})
+    print(f"{len(photos)} photos, {len(cases)} masks, methods: {', '.join(methods)}", file=sys.stderr)
+    rows = run_protocol(methods, cases)
+    summary = summarize(rows)
+    models = [name for name in methods if name not in ("Telea", "Navier-Stokes")]
+    table = format_native_table(summary)
+    table += "\n\nMargin over the better of Telea / Navier-Stokes: PSNR dB / SSIM / LPIPS %\n\n"
+    table += format_margins(summary, models)
+    print("PSNR (hole) / SSIM (hole box) / LPIPS (box <= 512 px) / seconds per fill")
+    print(table)
+    if args.output_dir:
+        write_results(rows, summary, args.output_dir, table)
+
+
+if __name__ == "__main__":
+    main()

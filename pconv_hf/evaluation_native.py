@@ -1,0 +1,296 @@
+"""The native-size protocol: photos at their own size with object-removal masks, scored on the hole.
+
+    pconv-evaluate --protocol native --model DIR --data DIR [DIR ...] [--baselines telea,ns,unet:DIR] \
+        [--masks_per_bucket 1] [--masks DIR] [--output_dir DIR] [--inpaint_options strategy=crop,resolution=1024]
+
+The paper's protocol (``pconv_hf.evaluation``) scores 256-px crops; people fill 1-16 MP photos. Here every photo
+of ``--data`` is used at its own size (EXIF-upright), in three size classes (<= 1 MP, 1-4 MP, > 4 MP). Each photo
+gets ``masks_per_bucket`` masks per hole-ratio bucket (1-5, 5-10, 10-15, 15-30 %) of the kinds people paint
+(``pconv_hf.masks.object_mask``: strokes, blobs, silhouettes, taken in turn), drawn from ``--seed`` and saved
+as PNG files (white = hole) so that later runs compare on the same masks (``--masks DIR`` reads them back).
+
+Metrics, on the hole only: PSNR of the hole pixels; SSIM on the hole's bounding box (padded by 16 px); LPIPS
+(v0.1 AlexNet) on that box downscaled to at most 512 px; and the time of each fill. Every method (the model
+through ``inpaint()``, OpenCV Telea and Navier-Stokes, other saved models) fills the same (photo, mask) pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .images import list_images, open_image, to_hole_mask
+from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
+from .metrics import lpips, lpips_available, ssim
+
+SIZE_CLASSES: tuple[tuple[str, float, float], ...] = (
+    ("<=1 MP", 0.0, 1.0),
+    ("1-4 MP", 1.0, 4.0),
+    (">4 MP", 4.0, math.inf),
+)
+"""(label, low, high]: megapixels of a photo."""
+BOX_PAD = 16
+LPIPS_SIDE = 512
+PSNR_MAX_DB = 100.0
+
+FillFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(photo (H, W, 3) uint8, hole (H, W) bool) -> filled photo (H, W, 3) uint8``."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (photo, mask) pair of the protocol."""
+
+    photo: Path
+    mask: Path
+    size_class: str
+    bucket: str
+    kind: str
+
+
+def size_class(height: int, width: int) -> str:
+    megapixels = height * width / 1e6
+    return next(
+        label for label, low, high in SIZE_CLASSES if low < megapixels <= high or (low == 0 and megapixels <= high)
+    )
+
+
+def list_photos(folders: Iterable[str | Path]) -> list[Path]:
+    """Every image file of the folders (not recursive), sorted by folder then name."""
+    photos = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"--data folder {str(folder)!r} does not exist or is not a folder")
+        photos += list_images(folder)
+    if not photos:
+        raise ValueError("no photos found in --data")
+    return photos
+
+
+def make_cases(photos: list[Path], mask_dir: str | Path, *, masks_per_bucket: int = 1, seed: int = 2026) -> list[Case]:
+    """Draw and save the masks of every photo (``<photo>__<bucket>__<k>-<kind>.png``, white = hole) into the
+    empty or missing ``mask_dir``, and return the cases. The same photos and seed give the same masks."""
+    if masks_per_bucket < 1:
+        raise ValueError(f"masks_per_bucket must be >= 1, got {masks_per_bucket}")
+    mask_dir = Path(mask_dir)
+    if mask_dir.is_dir() and any(mask_dir.glob("*.png")):
+        raise ValueError(f"mask folder {str(mask_dir)!r} already holds masks; read them with --masks or use a new one")
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for index, photo in enumerate(tqdm(photos, desc="masks", unit="photo")):
+        height, width = _photo_size(photo)
+        for bucket_index, bucket in enumerate(OBJECT_BUCKETS):
+            for k in range(masks_per_bucket):
+                kind = OBJECT_KINDS[(index + bucket_index + k) % len(OBJECT_KINDS)]
+                rng = np.random.default_rng([seed, index, bucket_index, k])
+                valid = object_mask(height, width, kind, bucket, rng)
+                path = mask_dir / f"{photo.stem}__{bucket_label(bucket)}__{k}-{kind}.png"
+                Image.fromarray(np.where(valid == 0, 255, 0).astype(np.uint8)).save(path)
+                cases.append(Case(photo, path, size_class(height, width), bucket_label(bucket), kind))
+    return cases
+
+
+_MASK_NAME = re.compile(r"^(?P<stem>.+)__(?P<bucket>[0-9.]+-[0-9.]+)__(?P<k>\d+)-(?P<kind>[a-z]+)$")
+
+
+def read_cases(photos: list[Path], mask_dir: str | Path) -> list[Case]:
+    """The cases of masks saved by ``make_cases`` for these photos (matched by file stem)."""
+    by_stem = {photo.stem: photo for photo in photos}
+    cases = []
+    for path in sorted(Path(mask_dir).glob("*.png")):
+        match = _MASK_NAME.match(path.stem)
+        if not match:
+            raise ValueError(f"mask file {path.name!r} is not named <photo>__<bucket>__<k>-<kind>.png")
+        photo = by_stem.get(match["stem"])
+        if photo is None:
+            continue
+        height, width = _photo_size(photo)
+        cases.append(Case(photo, path, size_class(height, width), match["bucket"], match["kind"]))
+    if not cases:
+        raise ValueError(f"no mask in {str(mask_dir)!r} belongs to the --data photos")
+    return cases
+
+
+def _photo_size(path: Path) -> tuple[int, int]:
+    image = open_image(path, "photo")
+    return image.height, image.width
+
+
+def _rgb_array(path: Path) -> np.ndarray:
+    return np.asarray(open_image(path, "photo").convert("RGB"))
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+def hole_box(hole: np.ndarray, pad: int = BOX_PAD) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    height, width = hole.shape
+    return (
+        slice(max(0, rows[0] - pad), min(height, rows[-1] + 1 + pad)),
+        slice(max(0, cols[0] - pad), min(width, cols[-1] + 1 + pad)),
+    )
+
+
+def hole_metrics(result: np.ndarray, target: np.ndarray, hole: np.ndarray, with_lpips: bool = True) -> dict:
+    """PSNR of the hole pixels, SSIM of the hole's box, LPIPS of the box at <= 512 px (uint8 RGB arrays)."""
+    error = (result[hole].astype(np.float64) - target[hole].astype(np.float64)) / 255
+    mse = float(np.mean(error**2))
+    metrics = {"psnr": PSNR_MAX_DB if mse == 0 else min(PSNR_MAX_DB, 10 * math.log10(1 / mse))}
+    box = hole_box(hole)
+    out, ref = _tensor(result[box]), _tensor(target[box])
+    metrics["ssim"] = float(ssim(out, ref)[0]) if min(out.shape[-2:]) >= 11 else float("nan")
+    if with_lpips:
+        side = max(out.shape[-2:])
+        if side > LPIPS_SIDE:
+            size = tuple(max(32, round(s * LPIPS_SIDE / side)) for s in out.shape[-2:])
+            out = torch.nn.functional.interpolate(out, size=size, mode="area")
+            ref = torch.nn.functional.interpolate(ref, size=size, mode="area")
+        metrics["lpips"] = float(lpips(out, ref)[0]) if min(out.shape[-2:]) >= 32 else float("nan")
+    return metrics
+
+
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1)[None].float() / 255
+
+
+# --- methods ------------------------------------------------------------------------------------------------
+
+
+def opencv_fill(flags: int, radius: float = 3.0) -> FillFn:
+    def fill(photo: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        return cv2.inpaint(photo, hole.view(np.uint8) * 255, radius, flags)
+
+    return fill
+
+
+def model_fill(model, **options) -> FillFn:
+    """A fill through ``inpaint()`` with ``options`` (strategy, resolution, dtype, ...)."""
+    from .inpainting import inpaint
+
+    def fill(photo: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        return inpaint(model, photo, hole.view(np.uint8) * 255, **options)
+
+    return fill
+
+
+BASELINES: dict[str, tuple[str, FillFn]] = {
+    "telea": ("Telea", opencv_fill(cv2.INPAINT_TELEA)),
+    "ns": ("Navier-Stokes", opencv_fill(cv2.INPAINT_NS)),
+}
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def run_protocol(methods: dict[str, FillFn], cases: list[Case], with_lpips: bool | None = None) -> list[dict]:
+    """Every method on every case: one row per (case, method) with the metrics and the fill's seconds."""
+    with_lpips = lpips_available() if with_lpips is None else with_lpips
+    rows = []
+    photo_path, photo = None, None
+    for case in tqdm(cases, desc="native protocol", unit="mask"):
+        if case.photo != photo_path:
+            photo_path, photo = case.photo, _rgb_array(case.photo)
+        hole = to_hole_mask(case.mask, photo.shape[0], photo.shape[1])
+        for name, fill in methods.items():
+            start = time.perf_counter()
+            result = np.asarray(fill(photo, hole))
+            seconds = time.perf_counter() - start
+            if not np.array_equal(result[~hole], photo[~hole]):
+                raise AssertionError(f"{name} changed pixels outside the hole of {case.mask.name}")
+            row = {**asdict(case), "photo": case.photo.name, "mask": case.mask.name, "method": name}
+            rows.append({**row, **hole_metrics(result, photo, hole, with_lpips), "seconds": seconds})
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Mean metrics per size class ("all" too) -> bucket ("all" too) -> method -> metric (with "count")."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        for size in (row["size_class"], "all"):
+            for bucket in (row["bucket"], "all"):
+                groups[size, bucket, row["method"]].append(row)
+    table: dict = defaultdict(lambda: defaultdict(dict))
+    for (size, bucket, method), members in groups.items():
+        means = {
+            key: float(np.nanmean([m[key] for m in members]))
+            for key in ("psnr", "ssim", "lpips", "seconds")
+            if key in members[0]
+        }
+        table[size][bucket][method] = {**means, "count": len(members)}
+    return {size: dict(buckets) for size, buckets in table.items()}
+
+
+def _cells(summary: dict) -> Iterable[tuple[str, str, dict]]:
+    sizes = [label for label, _, _ in SIZE_CLASSES if label in summary] + ["all"]
+    for size in sizes:
+        for bucket in [bucket_label(b) for b in OBJECT_BUCKETS] + ["all"]:
+            cell = summary.get(size, {}).get(bucket)
+            if cell:
+                yield size, bucket, cell
+
+
+def format_native_table(summary: dict) -> str:
+    """A markdown table: size class, bucket, count, then PSNR / SSIM / LPIPS / seconds per fill of every method."""
+    methods = list(summary["all"]["all"])
+    lines = ["| size | holes | n | " + " | ".join(methods) + " |", "|" + "---|" * (3 + len(methods))]
+    for size, bucket, cell in _cells(summary):
+        values = [
+            f"{cell[m]['psnr']:.2f} / {cell[m]['ssim']:.4f} / {cell[m].get('lpips', math.nan):.4f} / "
+            f"{cell[m]['seconds']:.2f} s"
+            for m in methods
+        ]
+        lines.append(f"| {size} | {bucket} | {next(iter(cell.values()))['count']} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def format_margins(summary: dict, methods: list[str]) -> str:
+    """Each of ``methods`` over the better of Telea / Navier-Stokes: PSNR (dB), SSIM, LPIPS (% change)."""
+    lines = ["| size | holes | " + " | ".join(methods) + " |", "|" + "---|" * (2 + len(methods))]
+    for size, bucket, cell in _cells(summary):
+        lines.append(f"| {size} | {bucket} | " + " | ".join(_margin(cell, m) for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def margins(cell: dict, method: str) -> tuple[float, float, float] | None:
+    """(PSNR dB, SSIM, LPIPS %) of ``method`` over the better of Telea / Navier-Stokes in one summary cell."""
+    classical = [cell[m] for m in ("Telea", "Navier-Stokes") if m in cell]
+    if not classical or method not in cell:
+        return None
+    ours = cell[method]
+    best_lpips = min(c.get("lpips", math.nan) for c in classical)
+    return (
+        ours["psnr"] - max(c["psnr"] for c in classical),
+        ours["ssim"] - max(c["ssim"] for c in classical),
+        100 * (ours.get("lpips", math.nan) / best_lpips - 1),
+    )
+
+
+def _margin(cell: dict, method: str) -> str:
+    values = margins(cell, method)
+    return "" if values is None else f"{values[0]:+.2f} / {values[1]:+.4f} / {values[2]:+.1f} %"
+
+
+def write_results(rows: list[dict], summary: dict, output_dir: str | Path, table: str) -> None:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "native_rows.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output_dir / "native_results.json").write_text(json.dumps(summary, indent=2))
+    (output_dir / "native_table.md").write_text(table + "\n")

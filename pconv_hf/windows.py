@@ -1,0 +1,198 @@
+"""Where ``inpaint()`` runs the network: windows around the holes and the scale each one is filled at.
+
+Two planners, one per strategy:
+
+- ``plan_native_windows`` ("native", the default): each group of nearby holes gets a window of its bounding box
+  plus context, filled at the photo's own pixel scale when the hole is thin enough for the network's reach and
+  the window fits the pixel budget; otherwise downscaled just enough for both. A hole's width is twice its
+  largest inscribed radius (the distance transform's maximum), so a long thin stroke stays at native scale
+  however long it is, while a wide blob is filled where it is ``reach`` pixels wide.
+- ``plan_windows`` ("crop"): square windows at least ``context`` x the hole region's longer side, all downscaled
+  to one working resolution (the behaviour before the native strategy; kept for comparison and for callers
+  that depend on it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # top, left, height, width
+STRATEGIES = ("native", "crop", "resize", "full")
+"""``inpaint()``'s strategies; the first is the default."""
+
+MAX_WINDOWS = 256
+DEFAULT_REACH = 64
+"""Widest hole (working pixels) filled without downscaling further; chosen by ``benchmarks/bench_native.py``."""
+DEFAULT_MAX_PIXELS = 1_500_000
+"""Working pixels per window: 1.5 MP takes ~1 s in bf16 on 2 CPU cores with the bundled model."""
+DEFAULT_MARGIN = 64
+"""Context around a hole group's bounding box, in working pixels."""
+MIN_WINDOW_SIDE = 256
+"""Shortest window side in working pixels (the training crop size): small holes still see a scene."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One network run: ``box`` of the photo, filled at ``scale`` (1 = the photo's own pixels)."""
+
+    box: Box
+    scale: float
+    hole_width: float  # widest hole inside, in photo pixels
+
+
+# --- native-scale windows ----------------------------------------------------------------------------------
+
+
+def hole_regions(hole_mask: np.ndarray, gap: int = 16) -> list[tuple[tuple[int, int, int, int], float]]:
+    """Groups of holes closer than ``gap`` pixels: ``((top, left, bottom, right), width)`` each, where the box
+    bounds the group's hole pixels and width is twice the largest distance from one of them to a known pixel."""
+    hole_u8 = np.ascontiguousarray(hole_mask).view(np.uint8)
+    distance = cv2.distanceTransform(hole_u8, cv2.DIST_L2, 5)
+    grouped = cv2.dilate(hole_u8, np.ones((gap, gap), np.uint8)) if gap > 1 else hole_u8
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    if count - 1 > MAX_WINDOWS:  # a speckled mask: one group
+        labels, count = grouped.astype(np.int32), 2
+        stats = np.array([[0, 0, 0, 0, 0], [0, 0, hole_mask.shape[1], hole_mask.shape[0], 0]])
+    widths = np.zeros(count, np.float32)
+    np.maximum.at(widths, labels[hole_mask], distance[hole_mask])
+    regions = []
+    for label in range(1, count):
+        left, top, w, h = (int(v) for v in stats[label, :4])
+        sub = hole_mask[top : top + h, left : left + w] & (labels[top : top + h, left : left + w] == label)
+        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
+        if rows.size:
+            box = (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1, left + int(cols[-1]) + 1)
+            regions.append((box, 2.0 * float(widths[label])))
+    return regions
+
+
+def plan_native_windows(
+    hole_mask: np.ndarray,
+    *,
+    reach: float = DEFAULT_REACH,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    margin: int = DEFAULT_MARGIN,
+    min_side: int = MIN_WINDOW_SIDE,
+) -> list[Window]:
+    """Non-overlapping windows that together cover every hole pixel, each with its working scale.
+
+    A window's scale is ``min(1, reach / hole width)``, lowered further until the window (its hole group's
+    bounding box plus ``margin`` working pixels, at least ``min_side`` working pixels a side) holds at most
+    ``max_pixels`` working pixels. Windows that overlap are merged; if they would cover as much as the whole
+    photo, the photo is one window.
+    """
+    height, width = hole_mask.shape
+    regions = hole_regions(hole_mask)
+
+    def window(region: tuple[tuple[int, int, int, int], float]) -> Window:
+        (top, left, bottom, right), hole_width = region
+        scale = min(1.0, reach / hole_width) if hole_width > 0 else 1.0
+        for _ in range(8):
+            box = _padded_box(top, left, bottom, right, margin / scale, min_side / scale, height, width)
+            excess = box[2] * box[3] * scale * scale / max_pixels
+            if excess <= 1.0:
+                break
+            scale /= math.sqrt(excess) * 1.01
+        return Window(box, scale, hole_width)
+
+    windows = _merge_overlapping(regions, window)
+    if sum(w.box[2] * w.box[3] for w in windows) >= height * width:
+        return [_whole_photo(height, width, max((w.hole_width for w in windows), default=0.0), reach, max_pixels)]
+    return windows
+
+
+def _padded_box(
+    top: int, left: int, bottom: int, right: int, pad: float, min_side: float, height: int, width: int
+) -> Box:
+    """The box (top, left, bottom, right) grown by ``pad`` on every side, at least ``min_side`` a side, clipped."""
+    pad = math.ceil(pad)
+    win_h = min(height, max(bottom - top + 2 * pad, math.ceil(min_side)))
+    win_w = min(width, max(right - left + 2 * pad, math.ceil(min_side)))
+    win_top = min(max((top + bottom - win_h) // 2, 0), height - win_h)
+    win_left = min(max((left + right - win_w) // 2, 0), width - win_w)
+    return win_top, win_left, win_h, win_w
+
+
+def _merge_overlapping(regions: list, window) -> list[Window]:
+    windows = [window(region) for region in regions]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(windows)):
+            for j in range(i + 1, len(windows)):
+                if _overlap(windows[i].box, windows[j].box):
+                    (a, wa), (b, wb) = regions[i], regions[j]
+                    box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    regions[i] = (box, max(wa, wb))
+                    del regions[j], windows[j]
+                    windows[i] = window(regions[i])
+                    merged = True
+                    break
+            if merged:
+                break
+    return windows
+
+
+def _whole_photo(height: int, width: int, hole_width: float, reach: float, max_pixels: int) -> Window:
+    scale = min(1.0, reach / hole_width if hole_width > 0 else 1.0, math.sqrt(max_pixels / (height * width)))
+    return Window((0, 0, height, width), scale, hole_width)
+
+
+# --- square windows at one working resolution ("crop") -------------------------------------------------------
+
+
+def plan_windows(hole_mask: np.ndarray, resolution: int, context: float = 2.0) -> list[Box]:
+    """Non-overlapping windows that together cover every hole pixel, each with context around its holes.
+
+    Holes closer than an eighth of the working resolution are grouped first, then windows that overlap
+    are merged until none do. If the windows would cover as much as the whole photo, the photo is one window.
+    """
+    height, width = hole_mask.shape
+    gap = max(1, resolution // 8)
+    grouped = cv2.dilate(hole_mask.view(np.uint8), np.ones((gap, gap), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    if count - 1 > MAX_WINDOWS:
+        return [(0, 0, height, width)]
+    # Regions as (top, left, bottom, right) of the holes themselves (undo the grouping dilation).
+    regions = []
+    for left, top, w, h, _ in stats[1:]:
+        sub = hole_mask[top : top + h, left : left + w]
+        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
+        if rows.size:
+            top, left = int(top + rows[0]), int(left + cols[0])
+            regions.append((top, left, top + int(rows[-1] - rows[0]) + 1, left + int(cols[-1] - cols[0]) + 1))
+
+    def window(region: tuple[int, int, int, int]) -> Box:
+        top, left, bottom, right = region
+        side = max(resolution, math.ceil(context * max(bottom - top, right - left)))
+        win_h, win_w = min(side, height), min(side, width)
+        win_top = min(max((top + bottom - win_h) // 2, 0), height - win_h)
+        win_left = min(max((left + right - win_w) // 2, 0), width - win_w)
+        return win_top, win_left, win_h, win_w
+
+    merged = True
+    while merged:
+        merged = False
+        windows = [window(region) for region in regions]
+        for i in range(len(windows)):
+            for j in range(i + 1, len(windows)):
+                if _overlap(windows[i], windows[j]):
+                    a, b = regions[i], regions[j]
+                    regions[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del regions[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    windows = [window(region) for region in regions]
+    if sum(h * w for _, _, h, w in windows) >= height * width:
+        return [(0, 0, height, width)]
+    return windows
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
