@@ -52,6 +52,36 @@ def run(prog: str, command: Callable[[], object]) -> None:
         )
 
 
+def int_range(low: int, high: int, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an int from ``low`` to ``high`` (``why`` says where the bound comes from)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be from {low:,} to {high:,}{f' ({why})' if why else ''}, got {value:,}"
+            )
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+def free_memory() -> int | None:
+    """Bytes of memory this machine has available now (None where it cannot tell)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 

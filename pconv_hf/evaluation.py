@@ -26,7 +26,8 @@ import torch
 
 from . import _cli
 from ._cli import CliError
-from .data import eval_samples, load_eval_images
+from .data import eval_samples, example_id, iter_examples, load_examples
+from .images import BadImageError, center_crop_resize, decode_image, to_tensor
 from .masks import MaskFolder, bucket_index, fixed_masks, hole_ratio, save_mask_folder
 from .metrics import evaluate, format_table, lpips_available, navier_stokes, telea
 from .model import PConvUNet, autocast_dtype, compose, default_device, eval_mode
@@ -56,27 +57,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--resolution",
-        type=int,
+        type=_cli.int_range(32, 4096, "pixels; the evaluation set is held in memory at this size"),
         default=None,
         help="Evaluation size (default: the model's sample_size, 256 for the paper's 256 px model).",
     )
-    parser.add_argument("--num_images", type=int, default=100, help="Images to evaluate.")
+    parser.add_argument("--num_images", type=_cli.int_range(1, 1_000_000), default=100, help="Images to evaluate.")
     parser.add_argument(
         "--masks_per_bucket",
-        type=int,
+        type=_cli.int_range(1, 1_000_000),
         default=None,
         help="Distinct masks per bucket (default: "
         "--num_images x --masks_per_image, so every sample gets its own mask).",
     )
     parser.add_argument(
         "--masks_per_image",
-        type=int,
+        type=_cli.int_range(1, 1000),
         default=1,
         help="Masks per image and bucket: more samples per bucket (less noise) from few images.",
     )
     parser.add_argument(
         "--border_margin",
-        type=int,
+        type=_cli.int_range(0, 2048, "pixels"),
         default=None,
         help="Only this setting (pixels without "
         "holes at the border; 0 = holes anywhere). Default: both 0 and resolution // 16.",
@@ -94,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output_dir", default="eval_results", help="Where results.csv/json and the grid go.")
     parser.add_argument("--seed", type=int, default=0, help="Mask seed (0 = the training validation masks).")
-    parser.add_argument("--batch_size", type=int, default=16, help="Images per forward pass.")
-    parser.add_argument("--num_grid_images", type=int, default=4, help="Rows of comparison.png.")
+    parser.add_argument("--batch_size", type=_cli.int_range(1, 4096), default=16, help="Images per forward pass.")
+    parser.add_argument("--num_grid_images", type=_cli.int_range(1, 64), default=4, help="Rows of comparison.png.")
     # Metrics are always computed in float32; --dtype is the autocast dtype of the PConv models' forward passes.
     _cli.add_runtime_arguments(parser, dtype_default="float32")
     parser.add_argument(
@@ -178,14 +179,44 @@ def comparison_grid(methods: dict, samples: list, device: torch.device):
     return image_grid([[column[i] for column in columns] for i in range(len(samples))])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """The command line (``sys.argv[1:]`` when None); returns the results. A problem the user can fix ends the
-    program with a one-line message and exit status 1."""
+def main(argv: list[str] | None = None) -> None:
+    """The command line (``sys.argv[1:]`` when None): exit status 0 on success (the results are in
+    ``--output_dir``; :func:`run` returns them to code). A problem the user can fix ends the program with a
+    one-line message and exit status 1."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (CliError, ValueError) as error:
-        _cli.fail(PROG, error)
+    _cli.run(PROG, lambda: run(args))
+
+
+def read_images(args: argparse.Namespace, resolution: int) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``--num_images`` readable images of ``--data``, center-cropped and resized to ``resolution``;
+    every file that cannot be read is named on stderr with the reason, and a short set is reported."""
+    needed = args.num_images * 3 * resolution * resolution * 4
+    available = _cli.free_memory()
+    if available is not None and needed > available:
+        raise CliError(
+            f"--num_images {args.num_images} at --resolution {resolution} needs {needed / 2**30:.1f} GiB of memory; "
+            f"this machine has {available / 2**30:.1f} GiB available: lower one of them"
+        )
+    source = load_examples(args.data, split=args.split, config=args.dataset_config, image_column=args.image_column)
+    images, ids, skipped = [], [], 0
+    for example in iter_examples(source):
+        try:
+            image = decode_image(example["image"], min_side=1)
+        except BadImageError as err:
+            skipped += 1
+            print(f"{PROG}: skipped {example_id(example)}: {err.reason} ({err})", file=sys.stderr)
+            continue
+        images.append(to_tensor(center_crop_resize(image, resolution)))
+        ids.append(example_id(example))
+        if len(images) == args.num_images:
+            break
+    if not images:
+        raise CliError(f"no readable image in {args.data}" + (f" ({skipped} skipped, see above)" if skipped else ""))
+    if len(images) < args.num_images:
+        print(
+            f"{PROG}: only {len(images)} readable images in {args.data} (asked for {args.num_images})", file=sys.stderr
+        )
+    return images, ids
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -197,16 +228,7 @@ def run(args: argparse.Namespace) -> dict:
         if isinstance(method, (PConvUNet, Autocast)) and resolution % method.size_multiple:
             raise CliError(f"--resolution {resolution} is not a multiple of {method.size_multiple} ({name})")
 
-    images, ids = load_eval_images(
-        args.data,
-        args.num_images,
-        resolution,
-        split=args.split,
-        config=args.dataset_config,
-        image_column=args.image_column,
-    )
-    if args.masks_per_image < 1:
-        raise CliError(f"--masks_per_image must be >= 1, got {args.masks_per_image}")
+    images, ids = read_images(args, resolution)
     # Sample i of a bucket is image i % N with the bucket's mask i % masks_per_bucket.
     repeated = images * args.masks_per_image
     settings = mask_settings(args, resolution, args.masks_per_bucket or len(repeated))

@@ -24,6 +24,11 @@ from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label  # noqa: E402
 BUCKETS = [bucket_label(b) for b in HOLE_RATIO_BUCKETS]
 
 
+def evaluate(argv: list[str]) -> dict:
+    """What ``pconv-evaluate ARGV`` computes, as the results dict (``main`` only writes the files)."""
+    return evaluation.run(evaluation.parse_args(argv))
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     from skimage import data
@@ -46,9 +51,24 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
     pconv, plain = models
     out = tmp_path / "eval"
-    results = evaluation.main(["--model", str(pconv), "--data", str(photos), "--baselines", f"telea,ns,unet:{plain}",
-                             "--output_dir", str(out), "--num_images", "3", "--device", "cpu",
-                             "--save_masks", str(tmp_path / "masks")])
+    results = evaluate(
+        [
+            "--model",
+            str(pconv),
+            "--data",
+            str(photos),
+            "--baselines",
+            f"telea,ns,unet:{plain}",
+            "--output_dir",
+            str(out),
+            "--num_images",
+            "3",
+            "--device",
+            "cpu",
+            "--save_masks",
+            str(tmp_path / "masks"),
+        ]
+    )
     printed = capsys.readouterr().out
 
     methods = ["PConv (pconv)", "Telea", "Navier-Stokes", "Conv U-Net (plain)"]
@@ -88,10 +108,10 @@ def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
 def test_frozen_masks_reproduce_generated_ones(photos, models, tmp_path):
     pconv, _ = models
     common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu"]
-    generated = evaluation.main([*common, "--border_margin", "0", "--output_dir", str(tmp_path / "a"),
-                               "--save_masks", str(tmp_path / "masks")])
-    frozen = evaluation.main([*common, "--masks", str(tmp_path / "masks" / "border-0"), "--output_dir",
-                            str(tmp_path / "b")])
+    generated = evaluate(
+        [*common, "--border_margin", "0", "--output_dir", str(tmp_path / "a"), "--save_masks", str(tmp_path / "masks")]
+    )
+    frozen = evaluate([*common, "--masks", str(tmp_path / "masks" / "border-0"), "--output_dir", str(tmp_path / "b")])
     assert list(generated.values())[0] == list(frozen.values())[0]
 
 
@@ -101,18 +121,56 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
 
     out = tmp_path / "run"
     try:
-        training.main(["--train_data", str(photos), "--validation_data", str(photos), "--output_dir",
-                               str(out), "--resolution", "64", "--layer_size", "5", "--base_channels", "8",
-                               "--train_batch_size", "2", "--max_train_steps", "2", "--perceptual_network", "none",
-                               "--report_to", "none", "--num_validation_images", "3", "--mixed_precision", "no"])
+        training.main(
+            [
+                "--train_data",
+                str(photos),
+                "--validation_data",
+                str(photos),
+                "--output_dir",
+                str(out),
+                "--resolution",
+                "64",
+                "--layer_size",
+                "5",
+                "--base_channels",
+                "8",
+                "--train_batch_size",
+                "2",
+                "--max_train_steps",
+                "2",
+                "--perceptual_network",
+                "none",
+                "--report_to",
+                "none",
+                "--num_validation_images",
+                "3",
+                "--mixed_precision",
+                "no",
+            ]
+        )
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
     validation = json.loads((out / "validation.jsonl").read_text().splitlines()[-1])
     assert validation["step"] == 2
-    results = evaluation.main(["--model", str(out), "--data", str(photos), "--baselines", "", "--border_margin", "0",
-                             "--output_dir", str(tmp_path / "eval"), "--device", "cpu"])
+    results = evaluate(
+        [
+            "--model",
+            str(out),
+            "--data",
+            str(photos),
+            "--baselines",
+            "",
+            "--border_margin",
+            "0",
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--device",
+            "cpu",
+        ]
+    )
     evaluated = results["border margin 0 px (holes anywhere)"]["PConv (run)"]
     for bucket in [*BUCKETS, "all"]:
         for metric in ("l1", "psnr", "ssim", "lpips"):
@@ -121,11 +179,30 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
 
 def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path, capsys):
     pconv, _ = models
-    common = ["--model", str(pconv), "--data", str(photos), "--baselines", "telea", "--device", "cpu",
-              "--border_margin", "0"]
-    one = evaluation.main([*common, "--output_dir", str(tmp_path / "one")])
-    three = evaluation.main([*common, "--masks_per_image", "3", "--output_dir", str(tmp_path / "three"),
-                           "--save_masks", str(tmp_path / "masks")])
+    common = [
+        "--model",
+        str(pconv),
+        "--data",
+        str(photos),
+        "--baselines",
+        "telea",
+        "--device",
+        "cpu",
+        "--border_margin",
+        "0",
+    ]
+    one = evaluate([*common, "--output_dir", str(tmp_path / "one")])
+    three = evaluate(
+        [
+            *common,
+            "--masks_per_image",
+            "3",
+            "--output_dir",
+            str(tmp_path / "three"),
+            "--save_masks",
+            str(tmp_path / "masks"),
+        ]
+    )
     setting = "border margin 0 px (holes anywhere)"
     assert all(three[setting]["Telea"][b]["count"] == 9 for b in BUCKETS)
     assert len(list((tmp_path / "masks" / "border-0").glob("*.png"))) == 9 * len(BUCKETS)
@@ -135,14 +212,31 @@ def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path, capsys)
     assert meta["masks_per_image"] == 3 and len(meta["images"]) == 3
     with pytest.raises(SystemExit) as error:
         evaluation.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
-    assert error.value.code == 1 and "--masks_per_image must be >= 1, got 0" in capsys.readouterr().err
+    assert error.value.code == 2 and "--masks_per_image: must be from 1 to 1,000, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "zero").exists()
 
 
 def test_no_lpips_flag(photos, models, tmp_path, capsys):
     pconv, _ = models
-    results = evaluation.main(["--model", str(pconv), "--data", str(photos), "--baselines", "", "--border_margin", "0",
-                             "--num_images", "1", "--output_dir", str(tmp_path / "out"), "--device", "cpu",
-                             "--no_lpips"])
+    results = evaluate(
+        [
+            "--model",
+            str(pconv),
+            "--data",
+            str(photos),
+            "--baselines",
+            "",
+            "--border_margin",
+            "0",
+            "--num_images",
+            "1",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--no_lpips",
+        ]
+    )
     rows = results["border margin 0 px (holes anywhere)"]["PConv (pconv)"]
     assert all("lpips" not in row for row in rows.values())
     assert "LPIPS" not in capsys.readouterr().out

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._cli import CliError, HelpFormatter, fail, parse_device
+from .. import _cli
+from .._cli import CliError, HelpFormatter, fail, int_range, parse_device
 from ..visualize import heatmap_panel
 
 PROG = "pconv-anomaly"
@@ -64,11 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="autoencoder: plain-conv U-Net reconstructs the whole image; inpainting: partial-conv "
         "U-Net fills grid cells from their surroundings",
     )
-    fit.add_argument("--resolution", type=int, default=256, help="images are resized (whole) to this square size")
-    fit.add_argument("--layer_size", type=int, default=None, help="U-Net depth (default: log2(resolution) - 1)")
-    fit.add_argument("--base_channels", type=int, default=32, help="width of the first layer (64 = paper)")
-    fit.add_argument("--max_train_steps", type=int, default=5000, help="optimizer updates")
-    fit.add_argument("--train_batch_size", type=int, default=8, help="images per update")
+    fit.add_argument(
+        "--resolution",
+        type=int_range(8, 2048, "pixels; training holds batches of this size in memory"),
+        default=256,
+        help="images are resized (whole) to this square size",
+    )
+    fit.add_argument(
+        "--layer_size", type=int_range(1, 11), default=None, help="U-Net depth (default: log2(resolution) - 1)"
+    )
+    fit.add_argument(
+        "--base_channels", type=int_range(1, 512), default=32, help="width of the first layer (64 = paper)"
+    )
+    fit.add_argument("--max_train_steps", type=int_range(1, 10_000_000), default=5000, help="optimizer updates")
+    fit.add_argument("--train_batch_size", type=int_range(1, 4096), default=8, help="images per update")
     fit.add_argument("--learning_rate", type=float, default=1e-3, help="Adam learning rate")
     fit.add_argument(
         "--mixed_precision",
@@ -110,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "downloaded; asked for and missing, fit stops before training. random: fixed-seed random "
         "init",
     )
-    scoring.add_argument("--grid_cells", type=int, default=8, help="inpainting mode: grid cells per image side")
+    scoring.add_argument(
+        "--grid_cells", type=int_range(1, 256), default=8, help="inpainting mode: grid cells per image side"
+    )
     scoring.add_argument(
         "--grid_period",
-        type=int,
+        type=int_range(1, 16),
         default=2,
         help="inpainting mode: period**2 passes (2 = checkerboard in both directions, 4 passes)",
     )
@@ -137,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a threshold name stored in anomaly.json (e.g. best_f1) or a number: adds a 0/1 'defective' column",
     )
-    score.add_argument("--batch_size", type=int, default=16, help="images per forward pass")
+    score.add_argument("--batch_size", type=int_range(1, 4096), default=16, help="images per forward pass")
     score.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1', ...")
 
     threshold = commands.add_parser(
@@ -173,15 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if extra and args.command != "fit":
         fail(f"{PROG} {args.command}", "arguments after '--' are only for `fit`")
-    try:
-        if args.command == "fit":
-            fit(args, extra)
-        elif args.command == "score":
-            score(args)
-        else:
-            threshold(args)
-    except (CliError, ValueError, FileNotFoundError) as error:
-        fail(f"{PROG} {args.command}", error)
+    commands = {"fit": lambda: fit(args, extra), "score": lambda: score(args), "threshold": lambda: threshold(args)}
+    _cli.run(f"{PROG} {args.command}", commands[args.command])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,16 +209,21 @@ def _link_split(files: list[Path], root: Path, directory: Path) -> list[str]:
     return names
 
 
-def _usable_images(files, resolution: int):
-    """Yield the images of ``files`` that decode, warning about (and skipping) the others."""
+def _usable_images(files, resolution: int, readable: list[Path] | None = None):
+    """Yield the images of ``files`` that decode, warning about (and skipping) the others; the files that decode
+    are appended to ``readable`` when given."""
     from .. import anomaly
     from ..images import BadImageError
 
     for file in files:
         try:
-            yield anomaly.load_image(file, resolution)
+            image = anomaly.load_image(file, resolution)
         except BadImageError as error:
             print(f"warning: skipped {file} ({error.reason}): {error}", file=sys.stderr)
+            continue
+        if readable is not None:
+            readable.append(file)
+        yield image
 
 
 def fit(args: argparse.Namespace, extra: list[str]) -> None:
@@ -288,9 +298,21 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
         if getattr(settings, name) != value:
             raise CliError(f"--{name} after '--' is set by fit itself; use fit's {source}")
 
-    # 2. Deterministic split, materialised as two folders of links for training.
+    # 2. Deterministic split; dataset statistics, once, at the training resolution. Files that cannot be read
+    # are named and left out of the split; with no readable image on either side, fit stops before writing.
     files = anomaly.list_images(args.train_dir)
     train_files, validation_files = anomaly.split_files(files, args.validation_fraction, args.seed)
+    readable: list[Path] = []
+    try:
+        config.mean, config.std = anomaly.channel_statistics(
+            _usable_images(tqdm(train_files, desc="mean/std", unit="img"), args.resolution, readable)
+        )
+    except ValueError:
+        raise CliError(f"none of the {len(train_files)} training images can be read (see the warnings above)") from None
+    train_files = readable
+    validation_files = [f for f in validation_files if next(_usable_images([f], args.resolution), None) is not None]
+    if not validation_files:
+        raise CliError("none of the validation images can be read (see the warnings above)")
     output_dir.mkdir(parents=True, exist_ok=True)
     split = {
         "seed": args.seed, "validation_fraction": args.validation_fraction,
@@ -300,16 +322,11 @@ def fit(args: argparse.Namespace, extra: list[str]) -> None:
     (output_dir / "split.json").write_text(json.dumps(split, indent=2) + "\n")
     print(f"{len(train_files)} training and {len(validation_files)} validation images (seed {args.seed})")
 
-    # 3. Dataset statistics, once, at the training resolution (unusable files are skipped, as in training).
-    config.mean, config.std = anomaly.channel_statistics(
-        _usable_images(tqdm(train_files, desc="mean/std", unit="img"), args.resolution)
-    )
-
-    # 4. Train.
+    # 3. Train.
     settings.num_validation_images = min(settings.num_validation_images, len(validation_files))
     result = training.train(settings)
 
-    # 5. Calibrate on the clean validation images; score them with and without synthetic defects.
+    # 4. Calibrate on the clean validation images; score them with and without synthetic defects.
     detector = anomaly.AnomalyDetector(PConvUNet.from_pretrained(output_dir), config)
     names, clean = [], []
     for name, file in zip(split["validation"], validation_files):
@@ -376,17 +393,18 @@ def score(args: argparse.Namespace) -> None:
             heatmap_name = Path(prefix) / path.relative_to(folder).with_suffix(".png")
             jobs.append((path, label, heatmap_name))
 
+    check_output_file(args.output, [folder for folder, _, _ in sources])
+    if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
+        raise CliError(f"--heatmaps {args.heatmaps} is a file; name a folder")
     detector = anomaly.AnomalyDetector.from_pretrained(args.model, device=parse_device(args.device))
     threshold = _resolve_threshold(args.threshold, detector.config)
 
-    rows = []
+    rows, failures = [], {}
     progress = tqdm(total=len(jobs), desc="score", unit="img")
-    paths = [path for path, _, _ in jobs]
-    for start, (batch_paths, maps, images) in zip(
-        range(0, len(jobs), args.batch_size), detector.score_files(paths, args.batch_size)
-    ):
+    by_path = {path: (label, heatmap_name) for path, label, heatmap_name in jobs}
+    for batch_paths, maps, images in detector.score_files(list(by_path), args.batch_size, failures=failures):
         for i, path in enumerate(batch_paths):
-            _, label, heatmap_name = jobs[start + i]
+            label, heatmap_name = by_path[path]
             row: dict[str, Any] = {
                 "image": str(path), "score": maps.score[i].item(), "mse": maps.mse[i].item(),
                 "perceptual": maps.perceptual[i].item(),
@@ -403,6 +421,8 @@ def score(args: argparse.Namespace) -> None:
                 panel.save(target)
         progress.update(len(batch_paths))
     progress.close()
+    if not rows:
+        raise CliError(f"none of the {len(jobs)} images can be read: {_listed(failures)}")
 
     columns = list(SCORE_COLUMNS) + (["label"] if labelled else []) + (["defective"] if threshold is not None else [])
     _write_csv(args.output, rows, columns)
@@ -413,6 +433,24 @@ def score(args: argparse.Namespace) -> None:
     if threshold is not None:
         summary += f"; {sum(row['defective'] for row in rows)} at or above threshold {threshold:.6g}"
     print(f"{summary}; wrote {args.output}" + (f" and heat maps to {args.heatmaps}" if args.heatmaps else ""))
+    if failures:
+        raise CliError(f"{len(failures)} image(s) could not be read and are not in {args.output}: {_listed(failures)}")
+
+
+def _listed(failures: dict[Path, str]) -> str:
+    return "".join(f"\n  {path}: {reason}" for path, reason in failures.items())
+
+
+def check_output_file(path: Path, inputs: list[Path] = ()) -> None:
+    """An output file can be written: not a folder, not inside an input folder, its folder creatable."""
+    if path.is_dir():
+        raise CliError(f"--output {path} is a folder; name a CSV file")
+    for folder in inputs:
+        if _inside(path, folder):
+            raise CliError(f"--output {path} must not be inside the input folder {folder}")
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise CliError(f"--output {path}: {parent} is a file, not a folder")
 
 
 def _resolve_threshold(value: str | None, config) -> float | None:
@@ -493,6 +531,7 @@ def threshold(args: argparse.Namespace) -> None:
 
     if args.test_labels is not None and args.test_scores is None:
         raise CliError("--test_labels needs --test_scores")
+    check_output_file(args.output)
     config = anomaly.AnomalyConfig.load(args.model) if args.model is not None else None
     scores, labels = read_labelled_scores(args.scores, args.labels)
     chosen = anomaly.select_thresholds(scores, labels, args.target_rate)
@@ -514,11 +553,14 @@ def threshold(args: argparse.Namespace) -> None:
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

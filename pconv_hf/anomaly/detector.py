@@ -243,25 +243,32 @@ class AnomalyDetector:
         )
 
     def score_files(
-        self, paths: Sequence[str | os.PathLike], batch_size: int = 16
+        self, paths: Sequence[str | os.PathLike], batch_size: int = 16, *, failures: dict[Path, str] | None = None
     ) -> Iterator[tuple[list[Path], AnomalyMaps, Tensor]]:
         """Yield ``(paths, maps, images)`` batch by batch for image files (resized to the config's resolution).
 
+        Args:
+            failures: when given, a file that cannot be read is recorded here (path -> reason) and left out of
+                its batch (whose ``paths`` are the files read), so one bad file does not stop the others.
+
         Raises:
-            ValueError: a file cannot be read as an image (the message names it).
+            ValueError: a file cannot be read as an image (the message names it), when ``failures`` is None.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for start in range(0, len(paths), batch_size):
-            chunk = [Path(p) for p in paths[start : start + batch_size]]
-            images = []
-            for path in chunk:
+            chunk, images = [], []
+            for path in map(Path, paths[start : start + batch_size]):
                 try:
                     images.append(load_image(path, self.config.resolution))
+                    chunk.append(path)
                 except ValueError as error:
-                    raise ValueError(f"cannot read {str(path)!r} as an image: {error}") from error
-            batch = torch.stack(images)
-            yield chunk, self(batch), batch
+                    if failures is None:
+                        raise ValueError(f"cannot read {str(path)!r} as an image: {error}") from error
+                    failures[path] = str(error)
+            if images:
+                batch = torch.stack(images)
+                yield chunk, self(batch), batch
 
 
 def calibrate(detector: AnomalyDetector, clean_images: Tensor, batch_size: int = 16) -> dict[str, float | None]:
