@@ -1,41 +1,61 @@
-"""Gradio demo: upload a photo, paint over what should go, press Inpaint.
+"""Gradio demo: upload a photo, paint over what should go, press Inpaint; paint more, Inpaint again; Undo, Redo.
 
     python app.py                                  # the bundled model on http://127.0.0.1:7860
     python app.py --model path/to/model --models_dir runs/   # choose among several saved models
 
-The Inpaint event is exposed as ``/inpaint`` for ``gradio_client``; docs/app.md shows how to call it.
-
-A big photo stays on the server: the page gets a copy of at most EDIT_SIDE pixels to paint on and previews of at most
-SCREEN_SIDE pixels; only the downloads are full size (docs/app.md, "What goes over the network").
+Every browser session keeps a history of full-size states on the server (:class:`History`): the first is the
+uploaded photo, each Inpaint adds the result, Undo / Redo step through them. A big photo stays on the server: the page
+gets a copy of at most EDIT_SIDE pixels to paint on and previews of at most SCREEN_SIDE pixels; only the downloads are
+full size (docs/app.md, "What goes over the network"). The events are exposed to ``gradio_client`` (``/inpaint``,
+``/undo``, ``/redo``, ``/load_mask``, ``/reuse_mask``, ``/select_object``); docs/app.md shows how to call them.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import logging
 import os
+import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import typing
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import pconv_hf
-from pconv_hf import PConvUNet
+from pconv_hf import PConvUNet, images
 from pconv_hf._cli import CliError, add_runtime_arguments, fail, parse_device
 from pconv_hf.inpainting import grow_mask
 
+LOG = logging.getLogger("pconv_hf.app")
 EXAMPLES_DIR = Path(pconv_hf.__file__).parent / "examples"
-STRATEGIES = [("Crop around holes", "crop"), ("Resize whole photo", "resize"), ("Full resolution", "full")]
+# The strategies inpaint() knows, its default first on the page; the radio's labels for those the app can name.
+STRATEGY_LABELS = {
+    "native": "Native resolution around holes",
+    "crop": "Crop around holes",
+    "resize": "Resize whole photo",
+    "full": "Full resolution",
+}
+DEFAULT_STRATEGY = inspect.signature(pconv_hf.inpainting.inpaint).parameters["strategy"].default
+STRATEGY_VALUES = typing.get_args(pconv_hf.inpainting.Strategy)
+STRATEGIES = [(STRATEGY_LABELS.get(value, value), value) for value in STRATEGY_VALUES]
 DEFAULT_DILATE = 4
 MAX_DILATE = 64
 DEFAULT_MAX_MEGAPIXELS = 40.0
+HISTORY_STEPS = 20  # fills a session can undo
+HISTORY_MEGABYTES = 2048  # disk one session's history may take; the oldest states go first (never the current)
+SESSION_IDLE_SECONDS = 3600  # histories of sessions unused this long are removed (API clients never "close")
 IMAGE_BUTTONS = ["download", "fullscreen"]
 # Big photos stay on the server; the page gets copies. The editor's copy, to paint on: the page sends the editor's
 # canvas back as PNGs on every Inpaint (background, painted layer and composite), which takes about 1 s per
@@ -43,8 +63,8 @@ IMAGE_BUTTONS = ["download", "fullscreen"]
 EDIT_SIDE = 1024
 SCREEN_SIDE = 1600  # the result, before/after and mask as shown (full-screen view included); downloads are full size
 SCREEN_QUALITY = 90  # JPEG / WebP quality of those screen copies
-COPY_JS = "(value) => value"  # a frontend-only event that copies one component's value into another
-PNG_LEVEL = 1  # zlib level of the lossless downloads: for a 12-MP photo 4x faster than Pillow's 6, 20 % larger
+SELECT_SIDE = 640  # object selection (GrabCut) works on a copy of at most this many pixels a side
+PAINT_RGBA = (255, 0, 255, 153)  # how a loaded mask or a selection is shown: the brush's first colour
 BRUSH = gr.Brush(colors=[("#ff00ff", 0.6), ("#00ffff", 0.6), ("#ffffff", 1.0), ("#000000", 1.0)], color_mode="defaults")
 
 
@@ -79,110 +99,32 @@ def load_models(sources: Mapping[str, str], device: str | torch.device | None = 
     return {name: pconv_hf.load_model(source, device=device) for name, source in sources.items()}
 
 
-# --- the pure part: editor value in, inpainted photo out ---------------------------------------------------
+# --- messages for the person -------------------------------------------------------------------------------
+
+# An absolute path (POSIX or Windows), e.g. /tmp/gradio/<hash>/photo.jpg: shown as its file name only.
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]([^\\/\s'\"]+)")
 
 
-@dataclass
-class Inpainting:
-    photo: Image.Image  # the photo as inpainted (alpha dropped when fully opaque, grey as "L")
-    result: Image.Image  # same size and mode as ``photo``; pixels outside ``mask`` are identical
-    mask: Image.Image  # "L", white = filled (painted area grown by ``dilate``)
-    summary: str
+def user_error(message: str) -> gr.Error:
+    """A :class:`gr.Error` for something the person can fix: server paths shown as file names, one log line.
 
-
-def predict(
-    editor_value: dict | None,
-    strategy: str = "crop",
-    dilate: int = DEFAULT_DILATE,
-    model_name: str | None = None,
-    *,
-    models: Mapping[str, PConvUNet],
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-    photo: Image.Image | None = None,
-    dtype: str = "auto",
-) -> Inpainting:
-    """Fill the painted area of the editor's photo.
-
-    Args:
-        editor_value: ``gr.ImageEditor`` value with PIL images: "background" is the photo, every pixel of
-            "layers" that is not transparent is to be filled, whatever its colour. A fully opaque layer (a
-            black-and-white mask sent through the API) fills its white / nonzero pixels instead.
-        strategy: "crop", "resize" or "full"; see :func:`pconv_hf.inpainting.inpaint`.
-        dilate: grow the painted area by this many pixels (of the photo; covers halos and the brush's soft edge).
-        model_name: a key of ``models``; the first one when None.
-        dtype: the network's precision, as ``inpaint(dtype=...)`` ("auto": bf16 where the device has it natively).
-        photo: the full-resolution photo when the editor's background is a downscaled copy of it (the app's own
-            uploads, see :func:`load_photo`): the painted area is scaled up to it and it is what gets inpainted.
+    (Gradio prints a full traceback for every error unless it is told not to; these are not the server's faults.)
     """
-    start = time.perf_counter()
-    background = (editor_value or {}).get("background")
-    if background is None:
-        raise gr.Error("Upload or paste a photo first, then paint over what should go.")
-    photo = background if photo is None else photo
-    width, height = photo.size
-    check_size(photo.size, max_megapixels)
-    if all(low == high for low, high in background.convert("RGB").getextrema()):
-        # Painting on the editor's empty canvas sends a blank white "photo".
-        raise gr.Error("There is no photo (the image is one flat colour). Upload or paste a photo first.")
-    if strategy not in [value for _, value in STRATEGIES]:
-        raise gr.Error(f"Unknown strategy {strategy!r}; use 'crop', 'resize' or 'full'.")
-    if not 0 <= int(dilate) <= MAX_DILATE or int(dilate) != dilate:
-        raise gr.Error(f"The mask can grow by a whole number of pixels from 0 to {MAX_DILATE}, not {dilate}.")
-    if model_name is None:
-        model_name = next(iter(models))
-    if model_name not in models:
-        raise gr.Error(f"Unknown model {model_name!r}; this app offers {', '.join(models)}.")
-
-    hole_mask = painted_area(editor_value.get("layers") or [], background.size)
-    if not hole_mask.any():
-        raise gr.Error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
-    hole_mask = scale_mask(hole_mask, photo.size)
-    hole_mask = grow_mask(hole_mask, int(dilate))  # here, not in inpaint(), so the mask shown is the mask used
-    mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
-
-    photo = simplest_mode(photo)
-    try:
-        result = pconv_hf.inpaint(photo, mask, model=models[model_name], strategy=strategy, dtype=dtype)
-    except ValueError as err:
-        raise gr.Error(f"Could not inpaint this photo: {err}") from err
-    regions = cv2.connectedComponents(hole_mask.view(np.uint8), connectivity=8)[0] - 1
-    seconds = time.perf_counter() - start
-    summary = f"Filled {regions} region{'' if regions == 1 else 's'} in {seconds:.2f} s at {width}×{height}"
-    return Inpainting(photo, result, mask, summary)
+    message = _PATH.sub(r"\1", message)
+    LOG.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 def check_size(size: tuple[int, int], max_megapixels: float) -> None:
     width, height = size
     if width * height > max_megapixels * 1e6:
-        raise gr.Error(
+        raise user_error(
             f"The photo is {width}×{height} ({width * height / 1e6:.3g} megapixels); this app takes photos up to "
             f"{max_megapixels:g} megapixels. Downscale it and try again."
         )
 
 
-def painted_area(layers: list[Image.Image], size: tuple[int, int]) -> np.ndarray:
-    """Bool (H, W): every painted pixel of every layer (the user-edge mask, white = fill)."""
-    hole_mask = np.zeros((size[1], size[0]), bool)
-    for layer in layers:
-        if layer.size != size:
-            raise gr.Error(
-                f"A painted layer is {layer.width}×{layer.height} but the photo is {size[0]}×{size[1]}; "
-                "layers must be the size of the photo."
-            )
-        rgba = np.asarray(layer.convert("RGBA"))
-        if rgba[..., 3].min() == 255:  # no transparency at all: a mask image, white / nonzero = fill
-            hole_mask |= rgba[..., :3].any(axis=-1)
-        else:
-            hole_mask |= rgba[..., 3] > 0
-    return hole_mask
-
-
-def scale_mask(hole_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``hole_mask`` (painted on a downscaled copy) at ``size`` (W, H): every photo pixel it touches is filled."""
-    if hole_mask.shape == (size[1], size[0]):
-        return hole_mask
-    scaled = cv2.resize(hole_mask.view(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR)
-    return scaled > 0
+# --- photos in ---------------------------------------------------------------------------------------------
 
 
 def simplest_mode(photo: Image.Image) -> Image.Image:
@@ -200,13 +142,16 @@ def is_grey(photo: Image.Image) -> bool:
     return np.array_equal(red, green) and np.array_equal(green, blue)
 
 
-def upright(image: Image.Image) -> Image.Image:
-    """The photo as a browser shows it: turned by its EXIF orientation, 8 bits per channel, "RGB", "RGBA" or "L"."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I"):  # 16- or 32-bit grey: keep the high byte, as browsers do
-        grey = np.asarray(image).astype(np.float64) / 257
+def eight_bit(image: Image.Image) -> Image.Image:
+    """The photo at 8 bits per channel, "RGB", "RGBA" or "L", as the page shows it: 16/32-bit integer grey scaled by
+    65535 and float grey taken as [0, 1] (the rule of :mod:`pconv_hf.images`), never clipped."""
+    if image.mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64) * (255 / 65535)
         image = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8), "L")
-    elif image.mode in ("1", "F"):
+    elif image.mode == "F":
+        grey = np.nan_to_num(np.asarray(image, dtype=np.float64)) * 255
+        image = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "1":
         image = image.convert("L")
     elif image.mode not in ("L", "RGB", "RGBA"):
         has_alpha = "A" in image.getbands() or "transparency" in image.info
@@ -214,34 +159,249 @@ def upright(image: Image.Image) -> Image.Image:
     return simplest_mode(image)
 
 
-def open_photo(path: str | Path) -> Image.Image:
-    """An uploaded photo, upright (see :func:`upright`); unreadable files are a message for the person."""
+def open_photo(path: str | Path) -> tuple[Image.Image, dict]:
+    """An uploaded photo file -> (the photo upright and 8-bit, its ICC profile and EXIF for the downloads).
+
+    Read by :func:`pconv_hf.images.open_image` (EXIF orientation, HEIC, ...); unreadable files are a message.
+    """
     try:
-        with Image.open(path) as file:
-            return upright(file)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise gr.Error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG or WebP image.") from err
+        opened = images.open_image(path, "photo")
+    except ValueError as err:
+        raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG, WebP or HEIC image.") from err
+    metadata = {key: opened.info[key] for key in ("icc_profile", "exif") if opened.info.get(key)}
+    return eight_bit(opened), metadata
 
 
-@dataclass(frozen=True, eq=False)
-class Upload:
-    """A photo kept on the server at full size while the editor shows a copy of at most EDIT_SIDE pixels."""
-
-    path: str  # the uploaded file
-    size: tuple[int, int]  # upright (W, H)
-    copy_size: tuple[int, int]  # the editor's copy
-    fingerprint: np.ndarray  # of the copy, to recognise it when the editor sends it back
-
-    def matches(self, background: Image.Image | None) -> bool:
-        """Whether the editor still shows this photo (and not a photo pasted or sent some other way)."""
-        if background is None or background.size != self.copy_size:
-            return False
-        return float(np.abs(fingerprint(background) - self.fingerprint).mean()) < 4
+# --- masks: painted, loaded, scaled ------------------------------------------------------------------------
 
 
-def fingerprint(image: Image.Image) -> np.ndarray:
-    """16×16 grey thumbnail: the same for a photo and its JPEG copy, different for another photo."""
-    return np.asarray(image.convert("L").resize((16, 16), Image.Resampling.BOX), dtype=np.float32)
+def painted_area(layers: list[Image.Image], size: tuple[int, int]) -> np.ndarray:
+    """Bool (H, W) at ``size`` (W, H): every painted pixel of every layer (:func:`images.painted_hole_mask`)."""
+    hole_mask = np.zeros((size[1], size[0]), bool)
+    for layer in layers:
+        if layer.size != size:
+            raise user_error(
+                f"A painted layer is {layer.width}×{layer.height} but the photo is {size[0]}×{size[1]}; "
+                "layers must be the size of the photo."
+            )
+        try:
+            hole_mask |= images.painted_hole_mask(layer, size[1], size[0])
+        except ValueError as err:
+            raise user_error(f"Could not read a painted layer: {err}") from err
+    return hole_mask
+
+
+def scale_mask(hole_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``hole_mask`` (painted on a downscaled copy) at ``size`` (W, H): every photo pixel it touches is filled."""
+    if hole_mask.shape == (size[1], size[0]):
+        return hole_mask
+    scaled = cv2.resize(hole_mask.view(np.uint8) * 255, size, interpolation=cv2.INTER_LINEAR)
+    return scaled > 0
+
+
+def shrink_mask(hole_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A full-size ``hole_mask`` on a copy of ``size`` (W, H): every copy pixel that covers a hole pixel.
+
+    (So :func:`scale_mask` of the result covers ``hole_mask`` again.)
+    """
+    if hole_mask.shape == (size[1], size[0]):
+        return hole_mask
+    return cv2.resize(hole_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+
+
+def paint_layer(hole_mask: np.ndarray) -> Image.Image:
+    """``hole_mask`` as paint: an RGBA layer, PAINT_RGBA where True, clear elsewhere."""
+    layer = np.zeros((*hole_mask.shape, 4), np.uint8)
+    layer[hole_mask] = PAINT_RGBA
+    return Image.fromarray(layer, "RGBA")
+
+
+@dataclass
+class ProposedMask:
+    """A full-size mask put on the page as paint (a loaded mask file, the last mask, a selection).
+
+    Painting keeps the full-size mask where its paint stays, and adds what is painted beyond it; erasing removes.
+    """
+
+    full: np.ndarray  # bool (H, W) at the photo's size
+    shown: np.ndarray  # bool, at the editor copy's size: the paint the page got
+
+    def hole(self, painted: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The full-size hole for ``painted`` (the editor's paint, at the copy's size)."""
+        if painted.shape != self.shown.shape:
+            return scale_mask(painted, size)
+        kept = self.full & scale_mask(painted & self.shown, size)
+        return kept | scale_mask(painted & ~self.shown, size)
+
+
+# --- the pure part: photo + hole in, inpainted photo out ---------------------------------------------------
+
+
+@dataclass
+class Inpainting:
+    photo: Image.Image  # the photo as inpainted (alpha dropped when fully opaque, grey as "L")
+    result: Image.Image  # same size and mode as ``photo``; pixels outside ``mask`` are identical
+    mask: Image.Image  # "L", white = filled (painted area grown by ``dilate``)
+    summary: str
+
+
+def check_options(strategy: str | None, dilate: int, model_name: str | None, models: Mapping) -> str:
+    """Refuse options the page cannot send; returns the model's name (the first when None)."""
+    if strategy is not None and strategy not in STRATEGY_VALUES:
+        raise user_error(f"Unknown strategy {strategy!r}; use {', '.join(map(repr, STRATEGY_VALUES))}.")
+    if not 0 <= int(dilate) <= MAX_DILATE or int(dilate) != dilate:
+        raise user_error(f"The mask can grow by a whole number of pixels from 0 to {MAX_DILATE}, not {dilate}.")
+    if model_name is None:
+        model_name = next(iter(models))
+    if model_name not in models:
+        raise user_error(f"Unknown model {model_name!r}; this app offers {', '.join(models)}.")
+    return model_name
+
+
+def fill(
+    photo: Image.Image,
+    hole_mask: np.ndarray,
+    strategy: str | None = None,
+    dilate: int = DEFAULT_DILATE,
+    model_name: str | None = None,
+    *,
+    models: Mapping[str, PConvUNet],
+    dtype: str = "auto",
+) -> Inpainting:
+    """Fill ``hole_mask`` (bool, the photo's size, True = fill) grown by ``dilate`` pixels, with inpaint()'s
+    defaults for everything the page does not choose (``strategy`` None: inpaint()'s own default)."""
+    start = time.perf_counter()
+    model_name = check_options(strategy, dilate, model_name, models)
+    if not hole_mask.any():
+        raise user_error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
+    hole_mask = grow_mask(hole_mask, int(dilate))  # here, not in inpaint(), so the mask shown is the mask used
+    mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
+    photo = simplest_mode(photo)
+    options = {"dtype": dtype} if strategy is None else {"dtype": dtype, "strategy": strategy}
+    try:
+        result = pconv_hf.inpaint(photo, mask, model=models[model_name], **options)
+    except ValueError as err:
+        raise user_error(f"Could not inpaint this photo: {err}") from err
+    regions = cv2.connectedComponents(hole_mask.view(np.uint8), connectivity=8)[0] - 1
+    seconds = time.perf_counter() - start
+    width, height = photo.size
+    summary = f"Filled {regions} region{'' if regions == 1 else 's'} in {seconds:.2f} s at {width}×{height}"
+    return Inpainting(photo, result, mask, summary)
+
+
+def predict(
+    editor_value: dict | None,
+    strategy: str | None = None,
+    dilate: int = DEFAULT_DILATE,
+    model_name: str | None = None,
+    *,
+    models: Mapping[str, PConvUNet],
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    dtype: str = "auto",
+) -> Inpainting:
+    """Fill the painted area of an editor value whose background is the photo itself (stateless; no history).
+
+    Args:
+        editor_value: ``gr.ImageEditor`` value with PIL images: "background" is the photo, every pixel of
+            "layers" that is not transparent is to be filled, whatever its colour. A fully opaque layer (a
+            black-and-white mask sent through the API) fills its white / nonzero pixels instead.
+        strategy: one of STRATEGY_VALUES (see :func:`pconv_hf.inpainting.inpaint`); None: inpaint()'s default.
+        dilate: grow the painted area by this many pixels (covers halos and the brush's soft edge).
+        model_name: a key of ``models``; the first one when None.
+        dtype: the network's precision, as ``inpaint(dtype=...)`` ("auto": bf16 where the device has it natively).
+    """
+    photo = (editor_value or {}).get("background")
+    check_photo(photo, max_megapixels)
+    hole_mask = painted_area(editor_value.get("layers") or [], photo.size)
+    return fill(photo, hole_mask, strategy, dilate, model_name, models=models, dtype=dtype)
+
+
+def check_photo(photo: Image.Image | None, max_megapixels: float) -> None:
+    if photo is None:
+        raise user_error("Upload or paste a photo first, then paint over what should go.")
+    check_size(photo.size, max_megapixels)
+    if all(low == high for low, high in photo.convert("RGB").getextrema()):
+        # Painting on the editor's empty canvas sends a blank white "photo".
+        raise user_error("There is no photo (the image is one flat colour). Upload or paste a photo first.")
+
+
+# --- selecting an object (classical: OpenCV GrabCut, no weights) --------------------------------------------
+
+
+def paint_roles(layers: list[Image.Image], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(all paint, white paint, black paint) of the editor's layers, bool at ``size``: for :func:`select_object`,
+    the box is the all-paint's bounding box, white marks the object, black what is not the object."""
+    painted = painted_area(layers, size)
+    inside = np.zeros_like(painted)
+    outside = np.zeros_like(painted)
+    for layer in layers:
+        rgba = np.asarray(layer.convert("RGBA"))
+        solid = rgba[..., 3] >= 250
+        inside |= solid & (rgba[..., :3].min(axis=-1) >= 230)
+        outside |= solid & (rgba[..., :3].max(axis=-1) <= 25)
+    return painted, inside, outside
+
+
+def select_object(
+    photo: Image.Image,
+    box: tuple[int, int, int, int],
+    inside: np.ndarray | None = None,
+    outside: np.ndarray | None = None,
+    iterations: int = 5,
+) -> np.ndarray:
+    """The object inside ``box`` (left, top, right, bottom; exclusive) of ``photo``: bool (H, W), True = object.
+
+    OpenCV's GrabCut (colour models of object and background, graph cut), on a copy of at most SELECT_SIDE pixels,
+    seeded with the box (outside = background) and optional ``inside`` / ``outside`` marks (bool, photo size);
+    then only the parts touching the marks (or, without marks, the largest part) are kept, holes closed.
+    """
+    width, height = photo.size
+    left, top, right, bottom = box
+    if right - left < 4 or bottom - top < 4:
+        raise user_error(
+            "Drag the brush across the object from one corner to the opposite corner first (that is the box)."
+        )
+    scale = min(1.0, SELECT_SIDE / max(width, height))
+    work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    pixels = np.asarray(photo.convert("RGB").resize(work_size, Image.Resampling.BOX))
+    seeds = np.full((work_size[1], work_size[0]), cv2.GC_BGD, np.uint8)
+    x0, y0 = int(left * scale), int(top * scale)
+    x1, y1 = max(x0 + 2, round(right * scale)), max(y0 + 2, round(bottom * scale))
+    seeds[y0:y1, x0:x1] = cv2.GC_PR_FGD
+    if not (seeds == cv2.GC_BGD).any():  # the box is the whole photo: its rim is probably background
+        rim = max(1, min(work_size) // 50)
+        seeds[:rim], seeds[-rim:], seeds[:, :rim], seeds[:, -rim:] = (cv2.GC_PR_BGD,) * 4
+    marks = {cv2.GC_FGD: inside, cv2.GC_BGD: outside}
+    for label, mark in marks.items():
+        if mark is not None and mark.any():
+            seeds[shrink_mask(mark, work_size)] = label
+    background_model, object_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(
+        cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), seeds, None, background_model, object_model, iterations,
+        cv2.GC_INIT_WITH_MASK,
+    )  # fmt: skip
+    selected = clean_selection((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD), marks[cv2.GC_FGD], work_size)
+    return cv2.resize(selected.view(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR) > 127
+
+
+def clean_selection(selected: np.ndarray, inside: np.ndarray | None, size: tuple[int, int]) -> np.ndarray:
+    """The parts of a GrabCut selection that touch the ``inside`` marks (else its largest part), holes filled."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(selected.view(np.uint8), connectivity=8)
+    if count <= 1:
+        return selected
+    if inside is not None and inside.any():
+        keep = np.unique(labels[shrink_mask(inside, size) & selected])
+        keep = keep[keep > 0]
+    else:
+        keep = [1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    part = np.isin(labels, keep).view(np.uint8)
+    # Holes: what the background flood from the border does not reach.
+    outside = np.pad(1 - part, 1, constant_values=1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    return (outside[1:-1, 1:-1] != 2) | part.astype(bool)
+
+
+# --- the history of one session ----------------------------------------------------------------------------
 
 
 def fit_screen(image: Image.Image, side: int = SCREEN_SIDE) -> Image.Image:
@@ -261,7 +421,7 @@ def screen_copy(image: Image.Image, path: Path, *, side: int = SCREEN_SIDE, loss
     image = fit_screen(image, side)
     if lossless:
         path = path.with_suffix(".png")
-        image.save(path, compress_level=PNG_LEVEL)
+        image.save(path, compress_level=1)
     elif image.mode == "RGBA":
         path = path.with_suffix(".webp")
         image.save(path, quality=SCREEN_QUALITY)
@@ -271,45 +431,255 @@ def screen_copy(image: Image.Image, path: Path, *, side: int = SCREEN_SIDE, loss
     return path
 
 
-def load_photo(
-    path: str | None, folder: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-) -> tuple[dict | None, Upload | None]:
-    """An uploaded photo file -> (editor value with a copy of at most EDIT_SIDE pixels, :class:`Upload`).
+@dataclass
+class Step:
+    """One state of the photo: its full-size file and the copies the page gets."""
 
-    The copy is written into ``folder`` (as photo.jpg, or photo.webp with transparency).
+    token: str  # names this state to the page and to API clients (the `step` they send back)
+    folder: Path
+    photo: Path  # full size: the uploaded file (first state) or inpainted.png
+    copy: Path  # the editor's copy, at most EDIT_SIDE
+    shown: Path  # at most SCREEN_SIDE
+    copy_size: tuple[int, int]
+    size: tuple[int, int] = (0, 0)  # full size (W, H)
+    mask: Path | None = None  # full-size mask.png of the fill that made this state
+    mask_shown: Path | None = None
+    summary: str = ""
+
+
+@dataclass(eq=False)
+class History:
+    """The states of one session's photo on disk: Undo / Redo move ``position``; a fill drops the redo branch.
+
+    Bounded: at most ``max_steps`` fills back and ``max_bytes`` of files (the oldest states go first; the current
+    state and the uploaded photo's before-copy stay). ``close()`` removes the folder.
     """
-    if path is None:
-        return None, None
-    photo = open_photo(path)
-    check_size(photo.size, max_megapixels)
-    copy = screen_copy(photo, folder / "photo", side=EDIT_SIDE)
-    with Image.open(copy) as saved:
-        upload = Upload(str(path), photo.size, saved.size, fingerprint(saved))
-    return {"background": str(copy), "layers": [], "composite": None}, upload
+
+    folder: Path
+    max_steps: int = HISTORY_STEPS
+    max_bytes: int = HISTORY_MEGABYTES << 20
+    steps: list[Step] = field(default_factory=list)
+    position: int = -1
+    metadata: dict = field(default_factory=dict)  # the upload's ICC profile and EXIF, for the downloads
+    before: Path | None = None  # the uploaded photo, at most SCREEN_SIDE
+    proposal: ProposedMask | None = None  # a mask put on the page as paint, for the next fill
+    last_mask: np.ndarray | None = None  # the last fill's mask (full size), kept across photos
+    used: float = field(default_factory=time.time)
+    _image: Image.Image | None = None  # the current state, decoded
+    _serial: int = 0
+
+    @property
+    def current(self) -> Step | None:
+        return self.steps[self.position] if self.steps else None
+
+    def find(self, token: str | None) -> Step | None:
+        """The current state when ``token`` names it (the page shows it), else None."""
+        current = self.current
+        return current if current is not None and token == current.token else None
+
+    def start(self, photo: Image.Image, metadata: dict, upload: str | Path | None = None) -> Step:
+        """A new photo: forget every state, keep its file (``upload``, else a lossless copy of ``photo``)."""
+        self.clear()
+        step = self._new_step()
+        if upload is not None:
+            step.photo = step.folder / f"photo{Path(upload).suffix.lower()}"
+            shutil.copyfile(upload, step.photo)
+        else:
+            step.photo = step.folder / "photo.png"
+            photo.save(step.photo, compress_level=1)
+        self.metadata, self._image = metadata, photo
+        self._add_copies(step, photo)
+        self.before = screen_copy(photo, self.folder / f"before-{self._serial:04d}")  # outlives the state
+        self.steps, self.position = [step], 0
+        return step
+
+    def push(self, done: Inpainting) -> Step:
+        """A fill's result becomes the current state (copies written now; the full size by :meth:`write`)."""
+        for dropped in self.steps[self.position + 1 :]:
+            shutil.rmtree(dropped.folder, ignore_errors=True)
+        step = self._new_step()
+        step.summary = done.summary
+        self._add_copies(step, done.result)
+        step.mask_shown = screen_copy(done.mask, step.folder / "mask_shown", lossless=True)
+        self.steps[self.position + 1 :] = [step]
+        self.position = len(self.steps) - 1
+        self._image, self.proposal = done.result, None
+        self.last_mask = np.asarray(done.mask) > 0
+        return step
+
+    def write(self, step: Step, done: Inpainting) -> None:
+        """The full-size, lossless downloads of ``step`` (the photo's ICC profile and EXIF kept); then the oldest
+        states beyond the bounds are removed."""
+        step.photo, step.mask = step.folder / "inpainted.png", step.folder / "mask.png"
+        save_download(done.result, step.photo, self.metadata)
+        save_download(done.mask, step.mask, {})
+        self.trim()
+
+    def move(self, by: int) -> Step | None:
+        """Undo (-1) / Redo (+1): the state moved to, or None when there is none that way."""
+        if not self.steps or not 0 <= self.position + by < len(self.steps):
+            return None
+        self.position += by
+        self._image, self.proposal = None, None
+        return self.current
+
+    def image(self) -> Image.Image:
+        """The current state at full size (decoded from its file once)."""
+        if self._image is None:
+            self._image, _ = open_photo(self.current.photo)
+        return self._image
+
+    def trim(self) -> None:
+        def size(step: Step) -> int:
+            return sum(path.stat().st_size for path in step.folder.iterdir())
+
+        while len(self.steps) > 1 and self.position > 0:
+            if len(self.steps) - 1 <= self.max_steps and sum(map(size, self.steps)) <= self.max_bytes:
+                break
+            shutil.rmtree(self.steps.pop(0).folder, ignore_errors=True)
+            self.position -= 1
+
+    def clear(self) -> None:
+        for step in self.steps:
+            shutil.rmtree(step.folder, ignore_errors=True)
+        if self.before is not None:
+            self.before.unlink(missing_ok=True)
+        self.steps, self.position, self._image, self.proposal, self.before = [], -1, None, None, None
+
+    def close(self) -> None:
+        self.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _new_step(self) -> Step:
+        self._serial += 1
+        folder = self.folder / f"step-{self._serial:04d}"
+        folder.mkdir(parents=True)
+        token = f"{self.folder.name}:{self._serial}"
+        return Step(token, folder, folder / "inpainted.png", folder / "copy", folder / "shown", (0, 0))
+
+    def _add_copies(self, step: Step, image: Image.Image) -> None:
+        step.copy = screen_copy(image, step.folder / "copy", side=EDIT_SIDE)
+        step.shown = screen_copy(image, step.folder / "shown")
+        step.copy_size = fit_screen(image, EDIT_SIDE).size if max(image.size) > EDIT_SIDE else image.size
+        step.size = image.size
 
 
-# --- the UI ------------------------------------------------------------------------------------------------
+def save_download(image: Image.Image, path: Path, metadata: dict) -> None:
+    """A full-size, lossless PNG download with the upload's ICC profile and EXIF (:func:`images.save_image`)."""
+    images.save_image(image, path, like=metadata)
 
 
-def lighten_preprocess(editor: gr.ImageEditor) -> gr.ImageEditor:
-    """Make the editor skip the composite it is sent (the app never uses it: decoding it is wasted time) and tell
-    the person when an upload is not a readable image, instead of a stack trace.
+class Sessions:
+    """One :class:`History` per browser session (``gr.Request.session_hash``), each in a folder under ``root``."""
 
-    (Wrapping the instance, not subclassing: Gradio writes a ``.pyi`` stub beside any module that subclasses
-    a component.)
+    def __init__(self, root: Path, max_steps: int = HISTORY_STEPS, max_megabytes: int = HISTORY_MEGABYTES) -> None:
+        self.root, self.max_steps, self.max_bytes = Path(root), max_steps, max_megabytes << 20
+        self.histories: dict[str, History] = {}
+
+    def get(self, request: gr.Request | None) -> History:
+        key = getattr(request, "session_hash", None) or uuid.uuid4().hex  # a bare HTTP call: its own history
+        self.sweep()
+        history = self.histories.get(key)
+        if history is None:
+            folder = self.root / f"session-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+            history = self.histories[key] = History(folder, self.max_steps, self.max_bytes)
+        history.used = time.time()
+        return history
+
+    def close(self, request: gr.Request | None) -> None:
+        """The session ended (its tab was closed): its files go at once."""
+        history = self.histories.pop(getattr(request, "session_hash", None) or "", None)
+        if history is not None:
+            history.close()
+
+    def sweep(self, idle_seconds: float = SESSION_IDLE_SECONDS) -> None:
+        for key, history in list(self.histories.items()):
+            if time.time() - history.used > idle_seconds:
+                self.histories.pop(key).close()
+
+
+# --- Gradio 6.31 work-arounds, in one place ----------------------------------------------------------------
+
+GRADIO_MEASURED = "6.31.0"  # the Gradio version the work-arounds below were measured on (tests/test_browser.py)
+COPY_JS = "(value) => value"  # a frontend-only event that copies one component's value into another
+# The editor's own stroke Undo / Redo buttons are renamed, so the page's Undo / Redo (of fills) are the only buttons
+# named exactly that (Gradio sets their aria-label once, when the toolbar is drawn).
+RENAME_JS = """() => {
+  const rename = () => document.querySelectorAll('#editor button[aria-label="Undo"], #editor button[aria-label="Redo"]')
+    .forEach((button) => {
+      const name = `${button.getAttribute("aria-label")} stroke`;
+      button.setAttribute("aria-label", name);
+      button.title = name;
+    });
+  rename();
+  new MutationObserver(rename).observe(document.body, {childList: true, subtree: true});
+}"""
+
+
+class EditorRelay:
+    """The image editor as the page shows it, and a hidden twin that carries its value to and from the server.
+
+    Work-arounds for Gradio's ImageEditor, measured on Gradio GRADIO_MEASURED (the browser tests check them):
+
+    1. **Hidden relay editor and copy events.** Gradio re-reads every component that is an input or output of a
+       server event on each status update of every later event; for an ImageEditor that means exporting its canvas
+       as PNGs and uploading them again (7 times per click for a photo loaded by the server). So the visible
+       ``editor`` takes part in no server event: :meth:`send` copies its value into the hidden ``relay`` in the
+       browser (a frontend-only event: no status, no re-reads) before a server event reads the relay, and
+       :meth:`show` copies the relay back after a server event wrote it.
+    2. **canvas_size=(8, 8).** Gradio positions layers loaded with a value (the examples, a loaded mask, a
+       selection) inside the canvas it had before the photo arrived; a canvas smaller than any photo keeps them
+       aligned.
+    3. **The wrapped preprocess** of the relay (:meth:`_read`): the composite it is sent is skipped (the app never
+       uses it: decoding it is wasted time), a photo sent as a file (the API) is read by :func:`open_photo`
+       (upright by its EXIF orientation, 16-bit and float scaled, not clipped) rather than by Gradio, and an
+       unreadable upload is a message instead of a stack trace. (Wrapping the instance, not subclassing: Gradio
+       writes a ``.pyi`` stub beside any module that subclasses a component.)
+    4. **Renamed stroke Undo / Redo** (:meth:`rename_stroke_buttons`): the editor's toolbar has buttons named
+       "Undo" and "Redo" (of strokes) that no option removes; a script run on page load names them "Undo stroke" /
+       "Redo stroke", so the page's own Undo / Redo (of fills) are the only ones named exactly that.
+    5. **No upload fingerprint any more**: the page says which state its editor shows with the state's token
+       (a hidden textbox the server sets), so a photo sent through the API is never mistaken for the session's.
     """
-    preprocess = editor.preprocess
 
-    def checked_preprocess(payload):
-        if payload is not None and getattr(payload, "composite", None) is not None:
-            payload = payload.model_copy(update={"composite": None})
+    def __init__(self, **editor_options) -> None:
+        if gr.__version__ != GRADIO_MEASURED:
+            LOG.info("Gradio %s: the editor work-arounds were measured on %s", gr.__version__, GRADIO_MEASURED)
+        self.editor = gr.ImageEditor(canvas_size=(8, 8), **editor_options)
+        self.relay = gr.ImageEditor(
+            label="Photo and painted layers", type="pil", image_mode="RGBA", format="png", visible=False
+        )
+        self._preprocess = self.relay.preprocess
+        self.relay.preprocess = self._read
+
+    def send(self, trigger: Callable) -> gr.events.Dependency:
+        """``trigger`` (e.g. ``button.click``) copies the editor into the relay; chain the server event with
+        ``.then(...)`` reading the relay."""
+        return trigger(None, js=COPY_JS, inputs=self.editor, outputs=self.relay)
+
+    def show(self, dependency: gr.events.Dependency) -> gr.events.Dependency:
+        """After ``dependency`` succeeded, the relay's value (written by the server) goes into the editor."""
+        return dependency.success(None, js=COPY_JS, inputs=self.relay, outputs=self.editor)
+
+    def rename_stroke_buttons(self, demo: gr.Blocks) -> None:
+        demo.load(None, js=RENAME_JS)
+
+    def _read(self, payload):
+        if payload is None:
+            return None
+        background = getattr(payload, "background", None)
+        path = getattr(background, "path", None)
+        update = {"composite": None} | ({"background": None} if path else {})
         try:
-            return preprocess(payload)
+            value = self._preprocess(payload.model_copy(update=update))
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise gr.Error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG or WebP image.") from err
+            raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG or WebP image.") from err
+        if path:
+            value["background"], _ = open_photo(path)
+        return value
 
-    editor.preprocess = checked_preprocess
-    return editor
+
+# --- the events --------------------------------------------------------------------------------------------
 
 
 def examples() -> list[dict]:
@@ -321,212 +691,373 @@ def examples() -> list[dict]:
     ]
 
 
-def open_example(editor_value: dict) -> tuple[dict, Upload, Image.Image]:
-    """An example -> (editor value with its images opened, :class:`Upload` of its photo, the photo).
-
-    (Opened, not paths: Gradio only serves files from its own folders.) The examples are small: the editor shows
-    the photo itself.
-    """
-    photo = open_photo(editor_value["background"])
-    opened = {
-        "background": photo,
-        "layers": [Image.open(layer) for layer in editor_value["layers"]],
-        "composite": None,
-    }
-    return opened, Upload(editor_value["background"], photo.size, photo.size, fingerprint(photo)), photo
+Shown = tuple  # (result shown, summary, downloads, (before, after), mask shown, editor value, step token)
 
 
-def respond(
-    editor_value: dict | None,
-    strategy: str,
-    dilate: int,
-    model_name: str | None,
-    upload: Upload | None,
-    *,
-    models: Mapping[str, PConvUNet],
-    folder: Path,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-    dtype: str = "auto",
-) -> Iterator[tuple[str, str, list[str] | None, tuple[str, str], str]]:
-    """One press of Inpaint: yields (result shown, summary, [result PNG, mask PNG], (before, after) shown, mask
-    shown); the last yield is complete (what API clients get).
+@dataclass
+class Events:
+    """What each button does, for one app: the functions Gradio calls (each takes the session's request)."""
 
-    The downloads are full size and lossless. Photos of at most SCREEN_SIDE pixels are shown as those same files,
-    in one yield. Bigger ones are shown as copies downscaled to SCREEN_SIDE (JPEG, or WebP with alpha; the mask as
-    PNG), yielded before the full-size PNGs are written (downloads None), then again with the downloads.
-    ``upload`` is the photo the editor shows a copy of (None for API calls: the editor value is the photo).
-    """
-    background = (editor_value or {}).get("background")
-    photo = open_photo(upload.path) if upload is not None and upload.matches(background) else None
-    done = predict(
-        editor_value,
-        strategy,
-        dilate,
-        model_name,
-        models=models,
-        max_megapixels=max_megapixels,
-        photo=photo,
-        dtype=dtype,
+    models: Mapping[str, PConvUNet]
+    sessions: Sessions
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    dtype: str = "auto"
+    example_values: list[dict] = field(default_factory=examples)
+
+    def upload(self, path: str | None, request: gr.Request | None = None) -> tuple:
+        """A photo dropped in the photo box: a new history; (editor value, step token, then the outputs cleared)."""
+        history = self.sessions.get(request)
+        if path is None:
+            history.clear()
+            return None, "", None, "", None, None, None
+        photo, metadata = open_photo(path)
+        check_size(photo.size, self.max_megapixels)
+        step = history.start(photo, metadata, upload=path)
+        return self.editor_value(step), step.token, None, "", None, None, None
+
+    def example(self, index: int, request: gr.Request | None = None) -> tuple:
+        """An example: a new history, the editor gets the photo and its painted layer; (editor, token, photo)."""
+        value = self.example_values[index]
+        photo, metadata = open_photo(value["background"])
+        step = self.sessions.get(request).start(photo, metadata, upload=value["background"])
+        # (Opened, not paths: Gradio only serves files from its own folders.) The examples are small: the editor
+        # shows the photo itself.
+        opened = {"background": photo, "layers": [Image.open(layer) for layer in value["layers"]], "composite": None}
+        return opened, step.token, photo
+
+    def inpaint(
+        self,
+        editor_value: dict | None,
+        strategy: str | None = None,
+        dilate: int = DEFAULT_DILATE,
+        model_name: str | None = None,
+        step_token: str | None = None,
+        request: gr.Request | None = None,
+    ) -> Iterator[Shown]:
+        """One press of Inpaint. Yields what is shown (downloads None while the full-size PNGs are written), then
+        again with the downloads; the last yield is complete (what API clients get).
+
+        ``step_token`` names the state the editor shows (its background a copy of that state): the fill works on
+        that state at full size. Without it (API calls), the editor value's background is a new photo.
+        """
+        history = self.sessions.get(request)
+        photo, hole_mask = self.photo_and_hole(history, editor_value, step_token)
+        done = fill(photo, hole_mask, strategy, dilate, model_name, models=self.models, dtype=self.dtype)
+        step = history.push(done)
+        shown = self.shown(history, step)
+        big = max(done.result.size) > SCREEN_SIDE
+        if big:
+            yield (*shown[:1], f"{done.summary} · writing the full-size PNGs…", None, *shown[3:])
+        history.write(step, done)
+        yield self.shown(history, step)
+
+    def photo_and_hole(
+        self, history: History, editor_value: dict | None, step_token: str | None
+    ) -> tuple[Image.Image, np.ndarray]:
+        """The photo to fill at full size and its hole: the session's current state when the editor shows it,
+        else the editor value's background as a new photo."""
+        editor_value = editor_value or {}
+        layers = editor_value.get("layers") or []
+        step = history.find(step_token)
+        if step is None:
+            photo = editor_value.get("background")
+            check_photo(photo, self.max_megapixels)
+            history.start(photo, {})
+            return photo, painted_area(layers, photo.size)
+        photo = history.image()
+        paint_size = step.copy_size if not layers or layers[0].size == step.copy_size else photo.size
+        painted = painted_area(layers, paint_size)
+        if history.proposal is not None and paint_size == step.copy_size:
+            return photo, history.proposal.hole(painted, photo.size)
+        return photo, scale_mask(painted, photo.size)
+
+    def undo(self, request: gr.Request | None = None) -> Shown:
+        return self.move(-1, request)
+
+    def redo(self, request: gr.Request | None = None) -> Shown:
+        return self.move(+1, request)
+
+    def move(self, by: int, request: gr.Request | None) -> Shown:
+        history = self.sessions.get(request)
+        if history.move(by) is None:
+            what = "undo" if by < 0 else "redo"
+            raise user_error(f"Nothing to {what}." if history.steps else "Upload a photo first.")
+        shown = self.shown(history, history.current)
+        where = f"{'Undone' if by < 0 else 'Redone'}: state {history.position + 1} of {len(history.steps)}"
+        return (shown[0], f"{where}. {shown[1]}", *shown[2:])
+
+    def load_mask(
+        self, editor_value: dict | None, path: str | None, step_token: str | None, request: gr.Request | None = None
+    ) -> tuple:
+        """A mask file (white / nonzero = fill, :func:`images.to_hole_mask`) put on the current photo as paint,
+        beside what is painted; (editor value, summary)."""
+        history, step = self.current(request, step_token)
+        if path is None:
+            raise user_error("Choose a mask file (white = fill) to load.")
+        width, height = history.image().size
+        try:
+            hole_mask = images.to_hole_mask(images.open_image(path, "mask"))
+        except ValueError as err:
+            raise user_error(f"Could not read the mask ({err}).") from err
+        if hole_mask.shape != (height, width):
+            raise user_error(
+                f"The mask is {hole_mask.shape[1]}×{hole_mask.shape[0]} but the photo is {width}×{height}; "
+                "a mask must be the size of the photo."
+            )
+        return self.propose(history, step, editor_value, hole_mask, f"Mask {Path(path).name} loaded")
+
+    def reuse_mask(self, editor_value: dict | None, step_token: str | None, request: gr.Request | None = None) -> tuple:
+        """The last fill's mask (of this photo or the one before) put on the current photo as paint."""
+        history, step = self.current(request, step_token)
+        if history.last_mask is None:
+            raise user_error("There is no last mask yet: inpaint something first.")
+        width, height = history.image().size
+        if history.last_mask.shape != (height, width):
+            raise user_error(
+                f"The last mask is {history.last_mask.shape[1]}×{history.last_mask.shape[0]} but this photo is "
+                f"{width}×{height}; it can only be reused on a photo of its size."
+            )
+        return self.propose(history, step, editor_value, history.last_mask, "Last mask reused")
+
+    def select(self, editor_value: dict | None, step_token: str | None, request: gr.Request | None = None) -> tuple:
+        """Select the object in the box dragged with the brush (white dots: object, black: not) -> paint."""
+        history, step = self.current(request, step_token)
+        layers = (editor_value or {}).get("layers") or []
+        painted, inside, outside = paint_roles(layers, step.copy_size)
+        if not painted.any():
+            raise user_error("Drag the brush across the object from one corner to the opposite corner first.")
+        rows, columns = np.nonzero(painted & ~inside & ~outside if (painted & ~inside & ~outside).any() else painted)
+        box = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
+        photo = history.image()
+        scale = photo.width / step.copy_size[0]
+        full_box = tuple(round(value * scale) for value in box)
+        selected = select_object(photo, full_box, scale_mask(inside, photo.size), scale_mask(outside, photo.size))
+        if not selected.any():
+            raise user_error("Nothing was selected in that box; drag a box around the object and try again.")
+        return self.propose(history, step, {"layers": []}, selected, f"Selected {selected.mean():.1%} of the photo")
+
+    def current(self, request: gr.Request | None, step_token: str | None) -> tuple[History, Step]:
+        history = self.sessions.get(request)
+        step = history.find(step_token)
+        if step is None:
+            raise user_error("Upload a photo first (or press Inpaint once with it, through the API).")
+        return history, step
+
+    @staticmethod
+    def propose(history: History, step: Step, editor_value: dict | None, hole_mask: np.ndarray, note: str) -> tuple:
+        """Put ``hole_mask`` (full size) on the page as paint, merged with the paint already there."""
+        shown = shrink_mask(hole_mask, step.copy_size)
+        painted = painted_area((editor_value or {}).get("layers") or [], step.copy_size)
+        history.proposal = ProposedMask(hole_mask, shown)
+        value = {"background": str(step.copy), "layers": [paint_layer(shown | painted)], "composite": None}
+        return value, f"{note}: correct it with the brush and eraser, then press Inpaint."
+
+    @staticmethod
+    def editor_value(step: Step) -> dict:
+        return {"background": str(step.copy), "layers": [], "composite": None}
+
+    def shown(self, history: History, step: Step) -> Shown:
+        """The outputs for the current state ``step``: what the page shows, the downloads (None for the upload),
+        the editor value (the state's copy, nothing painted) and the state's token."""
+        written = step.mask is not None and step.mask.is_file()
+        downloads = [str(step.photo), str(step.mask)] if written else None
+        summary = step.summary or "The uploaded photo."
+        shown, mask_shown = str(step.shown), str(step.mask_shown) if step.mask_shown is not None else None
+        if written and max(step.size) <= SCREEN_SIDE:  # small enough: shown as the lossless download itself
+            shown, mask_shown = downloads
+        comparison = (str(history.before), shown)
+        return shown, summary, downloads, comparison, mask_shown, self.editor_value(step), step.token
+
+
+# --- the UI ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    """The components of the page (built by :func:`build_page`)."""
+
+    photo: gr.Image
+    editor: EditorRelay
+    step: gr.Textbox
+    strategy: gr.Radio
+    dilate: gr.Slider
+    model: gr.Dropdown
+    inpaint: gr.Button
+    undo: gr.Button
+    redo: gr.Button
+    load_mask: gr.UploadButton
+    reuse_mask: gr.Button
+    select: gr.Button
+    examples: gr.Dataset
+    result: gr.Image
+    comparison: gr.ImageSlider
+    mask: gr.Image
+    summary: gr.Markdown
+    downloads: gr.File
+
+    @property
+    def shown(self) -> list:
+        """The outputs of :meth:`Events.shown`, in order."""
+        return [self.result, self.summary, self.downloads, self.comparison, self.mask, self.editor.relay, self.step]
+
+
+def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_values: list[dict]) -> Page:
+    """Lay out the page (inside a ``gr.Blocks``); no events."""
+    gr.Markdown(
+        "# Remove things from photos\n"
+        "Upload or paste a photo, pick the **brush** and paint over what should go (any colour), then press "
+        "**Inpaint**. Keep painting and inpainting the result; **Undo** / **Redo** step through the fills. "
+        "Partial-convolution U-Net ([Liu et al. 2018](https://arxiv.org/abs/1804.07723)); "
+        f"photos up to {max_megapixels:g} megapixels, the result keeps the photo's full resolution."
     )
-    result_path, mask_path = folder / "inpainted.png", folder / "mask.png"
-    before = str(screen_copy(done.photo, folder / "before"))
-    if max(done.result.size) > SCREEN_SIDE:
-        shown_result = str(screen_copy(done.result, folder / "result"))
-        shown_mask = str(screen_copy(done.mask, folder / "mask_shown", lossless=True))
-        yield shown_result, f"{done.summary} · writing the full-size PNGs…", None, (before, shown_result), shown_mask
-    else:
-        shown_result, shown_mask = str(result_path), str(mask_path)
-    done.result.save(result_path, compress_level=PNG_LEVEL)
-    done.mask.save(mask_path, compress_level=PNG_LEVEL)
-    yield shown_result, done.summary, [str(result_path), str(mask_path)], (before, shown_result), shown_mask
+    with gr.Row():
+        with gr.Column():
+            # The photo arrives here as its own file; the editor gets a copy of at most EDIT_SIDE pixels.
+            # (Uploaded into the editor itself, a 12-MP photo would be sent back as 15-MB PNGs on every click.)
+            photo = gr.Image(
+                label="Photo (full resolution stays on the server)",
+                elem_id="photo",
+                type="filepath",
+                image_mode=None,  # the file as it is: no decode and re-encode on the way in
+                sources=("upload", "clipboard"),
+                height=180,
+                buttons=["fullscreen"],
+            )
+            editor = EditorRelay(
+                label="Paint over what should go",
+                elem_id="editor",
+                type="pil",
+                image_mode="RGBA",
+                sources=(),  # photos come through the photo box above
+                transforms=(),  # no crop / resize tools: the photo stays whole
+                layers=False,
+                brush=BRUSH,
+                format="png",
+                height=600,
+            )
+            step = gr.Textbox(visible=False, label="step")  # the token of the state the editor shows
+            with gr.Row():
+                inpaint = gr.Button("Inpaint", variant="primary")
+                undo = gr.Button("Undo")
+                redo = gr.Button("Redo")
+            with gr.Row():
+                load_mask = gr.UploadButton("Load mask…", file_types=["image"], type="filepath")
+                reuse_mask = gr.Button("Reuse last mask")
+                select = gr.Button("Select object")
+            gr.Markdown(
+                "**Select object**: drag the brush across the object from one corner to the opposite one (its box); "
+                "optionally dot it with white (object) or black (not the object); press *Select object*, correct "
+                "the proposed paint, then *Inpaint*. **Load mask**: a file the size of the photo, white = fill."
+            )
+            with gr.Row():
+                strategy = gr.Radio(STRATEGIES, value=DEFAULT_STRATEGY, label="Large photos")
+                dilate = gr.Slider(0, MAX_DILATE, value=DEFAULT_DILATE, step=1, label="Grow mask (pixels)")
+            model = gr.Dropdown(list(models), value=next(iter(models)), label="Model", visible=len(models) > 1)
+            example_list = gr.Dataset(
+                components=[editor.editor],
+                samples=[[value] for value in example_values],
+                type="index",
+                label="Examples: click one, then Inpaint",
+                elem_id="examples",
+            )
+        with gr.Column():
+            with gr.Tabs():
+                with gr.Tab("Result"):
+                    result = gr.Image(
+                        label="Result", elem_id="result", type="filepath", interactive=False, buttons=IMAGE_BUTTONS
+                    )
+                with gr.Tab("Before / after"):
+                    comparison = gr.ImageSlider(label="Before / after", type="filepath", interactive=False)
+                with gr.Tab("Mask used"):
+                    mask = gr.Image(
+                        label="Mask used (white = filled)",
+                        elem_id="mask",
+                        type="filepath",
+                        interactive=False,
+                        buttons=IMAGE_BUTTONS,
+                    )
+            summary = gr.Markdown()
+            downloads = gr.File(
+                label="Downloads: the current result and the mask of its fill, full size, lossless PNG",
+                elem_id="downloads",
+                file_count="multiple",
+                interactive=False,
+            )
+    return Page(photo, editor, step, strategy, dilate, model, inpaint, undo, redo, load_mask, reuse_mask, select,
+                example_list, result, comparison, mask, summary, downloads)  # fmt: skip
 
 
-def output_folder(root: str, keep_seconds: float = 600) -> Path:
-    """A new folder for one request's files; older requests' folders (long since served) are removed."""
-    for old in Path(root).iterdir():
-        if time.time() - old.stat().st_mtime > keep_seconds:
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=root))
+def wire_events(page: Page, events: Events) -> None:
+    """Connect the page to ``events``. Every event that reads or writes the history runs in one queue
+    ("history"), so an Undo never overtakes the fill before it."""
+    editor, queue = page.editor, {"concurrency_id": "history"}
+    cleared = [editor.relay, page.step, page.result, page.summary, page.downloads, page.comparison, page.mask]
+    uploaded = page.photo.upload(
+        events.upload, inputs=page.photo, outputs=cleared, show_progress="hidden", api_name="load_photo", **queue
+    )
+    editor.show(uploaded)  # not after an error: the strokes stay
+    editor.show(page.photo.clear(events.upload, inputs=page.photo, outputs=cleared, api_visibility="private"))
+    editor.show(
+        page.examples.click(
+            events.example,
+            inputs=page.examples,
+            outputs=[editor.relay, page.step, page.photo],
+            show_progress="hidden",
+            api_visibility="undocumented",
+            **queue,
+        )
+    )
+    settings = [page.strategy, page.dilate, page.model, page.step]
+    editor.show(
+        editor.send(page.inpaint.click).then(
+            events.inpaint,
+            inputs=[editor.relay, *settings],
+            outputs=page.shown,
+            api_name="inpaint",
+            show_progress_on=page.result,  # one spinner (or error badge), not one per output
+            **queue,
+        )
+    )
+    editor.show(page.undo.click(events.undo, outputs=page.shown, api_name="undo", **queue))
+    editor.show(page.redo.click(events.redo, outputs=page.shown, api_name="redo", **queue))
+    proposals = [
+        (page.load_mask.upload, events.load_mask, [page.load_mask, page.step], "load_mask"),
+        (page.reuse_mask.click, events.reuse_mask, [page.step], "reuse_mask"),
+        (page.select.click, events.select, [page.step], "select_object"),
+    ]
+    for trigger, function, inputs, name in proposals:
+        editor.show(
+            editor.send(trigger).then(
+                function, inputs=[editor.relay, *inputs], outputs=[editor.relay, page.summary], api_name=name, **queue
+            )
+        )
 
 
 def build_demo(
-    models: Mapping[str, PConvUNet], max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, dtype: str = "auto"
+    models: Mapping[str, PConvUNet],
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    dtype: str = "auto",
+    *,
+    history_steps: int = HISTORY_STEPS,
+    history_megabytes: int = HISTORY_MEGABYTES,
+    workdir: str | Path | None = None,
 ) -> gr.Blocks:
-    """The Blocks app; call ``.queue(...).launch(...)`` on it."""
-    # Lossless PNGs and screen copies are written here, then Gradio copies them into its cache; removed when the
-    # app exits.
-    outputs_root = tempfile.TemporaryDirectory(prefix="pconv_hf_app-")
+    """The Blocks app; call ``.queue(...).launch(...)`` on it.
+
+    Each session's history lives in a folder under ``workdir`` (default: a temporary folder removed when the app
+    exits), removed when the session's tab closes or after SESSION_IDLE_SECONDS unused. ``demo.sessions`` holds
+    them (:class:`Sessions`).
+    """
+    temporary = tempfile.TemporaryDirectory(prefix="pconv_hf_app-") if workdir is None else None
+    sessions = Sessions(Path(workdir or temporary.name), history_steps, history_megabytes)
+    events = Events(models, sessions, max_megapixels, dtype)
     with gr.Blocks(title="pconv_hf inpainting", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# Remove things from photos\n"
-            "Upload or paste a photo, pick the **brush** and paint over what should go (any colour), "
-            "then press **Inpaint**. Partial-convolution U-Net ([Liu et al. 2018](https://arxiv.org/abs/1804.07723)); "
-            f"photos up to {max_megapixels:g} megapixels, the result keeps the photo's full resolution."
-        )
-        upload_state = gr.State(None)  # the Upload whose copy the editor shows
-        with gr.Row():
-            with gr.Column():
-                # The photo arrives here as its own file; the editor gets a copy of at most EDIT_SIDE pixels.
-                # (Uploaded into the editor itself, a 12-MP photo would be sent back as 15-MB PNGs on every click.)
-                photo_input = gr.Image(
-                    label="Photo (full resolution stays on the server)",
-                    elem_id="photo",
-                    type="filepath",
-                    image_mode=None,  # the file as it is: no decode and re-encode on the way in
-                    sources=("upload", "clipboard"),
-                    height=180,
-                    buttons=["fullscreen"],
-                )
-                editor = gr.ImageEditor(
-                    label="Paint over what should go",
-                    elem_id="editor",
-                    type="pil",
-                    image_mode="RGBA",
-                    sources=(),  # photos come through the photo box above
-                    transforms=(),  # no crop / resize tools: the photo stays whole
-                    layers=False,
-                    brush=BRUSH,
-                    format="png",
-                    height=600,
-                    # Gradio 6.31 positions layers loaded with a value (the examples) inside the canvas it had
-                    # before the photo arrived; a canvas smaller than any photo keeps them aligned.
-                    canvas_size=(8, 8),
-                )
-                # Gradio 6.31 re-reads every component that is an input or output of a server event on each status
-                # update of every later event; for an ImageEditor that means exporting its canvas as PNGs and
-                # uploading them again (7 times per click for a photo loaded by the server). So the visible editor
-                # takes part in no server event: values reach it, and leave it once per click, through this hidden
-                # twin, copied in the browser by frontend-only events (no status, no re-reads).
-                relay = gr.ImageEditor(
-                    label="Photo and painted layers", type="pil", image_mode="RGBA", format="png", visible=False
-                )
-                lighten_preprocess(relay)
-                with gr.Row():
-                    strategy_radio = gr.Radio(STRATEGIES, value="crop", label="Large photos")
-                    dilate_slider = gr.Slider(0, MAX_DILATE, value=DEFAULT_DILATE, step=1, label="Grow mask (pixels)")
-                model_dropdown = gr.Dropdown(
-                    list(models), value=next(iter(models)), label="Model", visible=len(models) > 1
-                )
-                run_button = gr.Button("Inpaint", variant="primary")
-                example_values = examples()
-                example_list = gr.Dataset(
-                    components=[editor],
-                    samples=[[value] for value in example_values],
-                    type="index",
-                    label="Examples: click one, then Inpaint",
-                    elem_id="examples",
-                )
-            with gr.Column():
-                with gr.Tabs():
-                    with gr.Tab("Result"):
-                        result_view = gr.Image(
-                            label="Result",
-                            elem_id="result",
-                            type="filepath",
-                            interactive=False,
-                            buttons=IMAGE_BUTTONS,
-                        )
-                    with gr.Tab("Before / after"):
-                        comparison = gr.ImageSlider(label="Before / after", type="filepath", interactive=False)
-                    with gr.Tab("Mask used"):
-                        mask_view = gr.Image(
-                            label="Mask used (white = filled)",
-                            elem_id="mask",
-                            type="filepath",
-                            interactive=False,
-                            buttons=IMAGE_BUTTONS,
-                        )
-                summary = gr.Markdown()
-                downloads = gr.File(
-                    label="Downloads: result and mask, full size, lossless PNG",
-                    elem_id="downloads",
-                    file_count="multiple",
-                    interactive=False,
-                )
-
-        def use_photo(path):
-            return load_photo(path, output_folder(outputs_root.name), max_megapixels)
-
-        def run(editor_value, strategy, dilate, model_name, upload):
-            folder = output_folder(outputs_root.name)
-            yield from respond(
-                editor_value,
-                strategy,
-                dilate,
-                model_name,
-                upload,
-                models=models,
-                folder=folder,
-                max_megapixels=max_megapixels,
-                dtype=dtype,
-            )
-
-        photo_input.upload(
-            use_photo,
-            inputs=photo_input,
-            outputs=[relay, upload_state],
-            queue=False,
-            show_progress="hidden",
-            api_visibility="private",
-        ).success(None, js=COPY_JS, inputs=relay, outputs=editor)  # not after an error: the strokes stay
-        photo_input.clear(
-            lambda: (None, None), outputs=[relay, upload_state], queue=False, api_visibility="private"
-        ).then(None, js=COPY_JS, inputs=relay, outputs=editor)
-        example_list.click(
-            lambda index: open_example(example_values[index]),
-            inputs=example_list,
-            outputs=[relay, upload_state, photo_input],
-            queue=False,
-            show_progress="hidden",
-            api_visibility="undocumented",
-        ).success(None, js=COPY_JS, inputs=relay, outputs=editor)
-        run_button.click(None, js=COPY_JS, inputs=editor, outputs=relay).then(
-            run,
-            inputs=[relay, strategy_radio, dilate_slider, model_dropdown, upload_state],
-            outputs=[result_view, summary, downloads, comparison, mask_view],
-            api_name="inpaint",
-            show_progress_on=result_view,  # one spinner (or error badge), not one per output
-        )
+        page = build_page(models, max_megapixels, events.example_values)
+        wire_events(page, events)
+        page.editor.rename_stroke_buttons(demo)
+        demo.unload(sessions.close)
+    demo.sessions = sessions
+    demo.workdir = temporary  # the temporary folder lives (and is removed) with the app
     return demo
 
 
@@ -546,16 +1077,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_runtime_arguments(parser)
     parser.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help="largest photo accepted")
     parser.add_argument("--concurrency", type=int, default=1, help="requests inpainted at the same time")
+    parser.add_argument("--history_steps", type=int, default=HISTORY_STEPS, help="fills each session can undo")
+    parser.add_argument(
+        "--history_mb", type=int, default=HISTORY_MEGABYTES, help="disk space of one session's history (MB)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    LOG.setLevel(logging.INFO)  # one line per refused request
     try:
         models = load_models(model_sources(args.model, args.models_dir), parse_device(args.device))
     except (CliError, ValueError, RuntimeError) as err:
         fail("app.py", err)
-    demo = build_demo(models, max_megapixels=args.max_megapixels, dtype=args.dtype)
+    demo = build_demo(
+        models,
+        max_megapixels=args.max_megapixels,
+        dtype=args.dtype,
+        history_steps=args.history_steps,
+        history_megabytes=args.history_mb,
+    )
     demo.queue(default_concurrency_limit=args.concurrency, max_size=32)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)
 

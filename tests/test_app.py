@@ -49,10 +49,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
+def server_log(tmp_path_factory) -> Path:
+    """The server's console (stdout and stderr)."""
+    return tmp_path_factory.mktemp("app-log") / "app.log"
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, server_log):
     """`python app.py --model DIR` in a subprocess on a free port; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("app-log") / "app.log"
+    log = server_log
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(ROOT / "app.py"), "--model", str(model_dir), "--port", str(port)]
     command += ["--device", "cpu", "--max_megapixels", str(MAX_MEGAPIXELS)]
@@ -119,6 +125,12 @@ def save(image: Image.Image, folder: Path, name: str) -> Path:
 
 
 def call(client: Client, background: Path | None, layers: list[Path], **options):
+    """/inpaint with a photo: (result shown, summary, downloads, (before, after), mask shown); the two outputs
+    after those (the editor value and the state's token) are for the edit loop (see call_loop)."""
+    return call_loop(client, background, layers, **options)[:5]
+
+
+def call_loop(client: Client, background: Path | None, layers: list[Path], **options):
     value = {
         "background": None if background is None else handle_file(str(background)),
         "layers": [handle_file(str(layer)) for layer in layers],
@@ -265,7 +277,7 @@ def test_big_photo_is_shown_downscaled_and_downloaded_full_size_lossless(client,
         result, mask = np.asarray(image), np.asarray(mask_image)
     hole = box_hole(photo.size, box, grow=app.DEFAULT_DILATE)
     np.testing.assert_array_equal(mask > 0, hole)
-    expected = pconv_hf.inpaint(photo, Image.fromarray(mask), model=models["tiny"], strategy="crop")
+    expected = pconv_hf.inpaint(photo, Image.fromarray(mask), model=models["tiny"])  # its default strategy
     np.testing.assert_array_equal(result, np.asarray(expected))  # full size, lossless: exactly the library's result
     np.testing.assert_array_equal(result[~hole], np.asarray(photo)[~hole])
 
@@ -359,117 +371,150 @@ def test_examples_are_small_and_aligned():
             assert 0 < (np.asarray(painted)[..., 3] > 0).mean() < 0.5
 
 
-# --- big photos uploaded through the photo box, in process ---------------------------------------------------
+# --- the edit loop through the API (one gradio_client Client = one session) ----------------------------------
 
 
-def big_photo(astronaut, size=(3000, 2000)) -> Image.Image:
-    """A photo bigger than the screen copies: the astronaut upscaled, with some noise."""
-    upscaled = np.asarray(Image.fromarray(astronaut).resize(size, Image.Resampling.BICUBIC)).astype(int)
-    noise = np.random.default_rng(0).integers(-3, 4, (size[1], size[0], 1))
-    return Image.fromarray(np.clip(upscaled + noise, 0, 255).astype(np.uint8))
+def test_api_loop_fills_the_session_state_then_undoes_and_redoes(client, astronaut_png, astronaut, tmp_path):
+    """A call with a photo starts the session's history; a call with the returned step token and no photo fills
+    the current state; /undo and /redo step back and forth (one Client keeps one session)."""
+    first, second = (40, 40, 90, 80), (300, 300, 360, 340)
+    layer = save(painted_layer((512, 512), first), tmp_path, "first.png")
+    *_, (state1, mask1), _, _, editor1, token1 = call_loop(client, astronaut_png, [layer], dilate=0)
+    layer = save(painted_layer((512, 512), second), tmp_path, "second.png")
+    *_, (state2, mask2), _, _, _, token2 = call_loop(client, None, [layer], dilate=0, step_token=token1)
+    one, two = np.asarray(Image.open(state1)), np.asarray(Image.open(state2))
+    hole1, hole2 = box_hole((512, 512), first), box_hole((512, 512), second)
+    np.testing.assert_array_equal(np.asarray(Image.open(mask2)) > 0, hole2)
+    np.testing.assert_array_equal(two[~hole2], one[~hole2])  # the first fill is kept
+    np.testing.assert_array_equal(two[~(hole1 | hole2)], astronaut[~(hole1 | hole2)])
+    assert (two[hole1] != astronaut[hole1]).any() and token2 != token1
+
+    *_, (undone, _), _, _, _, token = client.predict(api_name="/undo")
+    assert token == token1
+    np.testing.assert_array_equal(np.asarray(Image.open(undone)), one)
+    *_, (redone, _), _, _, _, token = client.predict(api_name="/redo")
+    assert token == token2
+    np.testing.assert_array_equal(np.asarray(Image.open(redone)), two)
+    with pytest.raises(AppError, match="Nothing to redo"):
+        client.predict(api_name="/redo")
+    assert editor1["background"] is not None  # the state's editor copy, to paint on in the page
 
 
-def outputs(tmp_path: Path) -> Path:
-    """A new folder for one call's files, as the app makes one per request."""
-    return Path(tempfile.mkdtemp(dir=tmp_path))
+def resend(value: dict) -> dict:
+    """An editor value the client received, sent back (its files uploaded again)."""
+    return {
+        "background": handle_file(value["background"]),
+        "layers": [handle_file(layer) for layer in value["layers"]],
+        "composite": None,
+    }
 
 
-def sent_back(copy_path: str) -> Image.Image:
-    """The editor's copy as the editor sends it back: decoded by the browser, re-encoded as an RGBA PNG."""
-    with Image.open(copy_path) as copy:
-        return copy.convert("RGBA")
+def test_api_reuses_the_last_mask_on_the_next_photo(client, astronaut_png, astronaut, tmp_path):
+    """/load_photo starts a photo's history; /reuse_mask puts the last fill's mask on it as paint; /inpaint fills
+    exactly that mask (kept at full size on the server, not the paint's scaled copy)."""
+    mask = np.zeros((512, 512), np.uint8)
+    mask[200:241, 101:180] = 255
+    mask_path = save(Image.fromarray(mask), tmp_path, "watermark.png")
+    call_loop(client, astronaut_png, [mask_path], dilate=0)
+    flipped = astronaut[:, ::-1].copy()
+    editor, token, *_ = client.predict(handle_file(str(save(Image.fromarray(flipped), tmp_path, "next.png"))),
+                                       api_name="/load_photo")  # fmt: skip
+    editor, summary = client.predict(resend(editor), token, api_name="/reuse_mask")
+    assert summary.startswith("Last mask reused")
+    assert (np.asarray(Image.open(editor["layers"][0]))[..., 3] > 0).sum() == (mask > 0).sum()
+    *_, (result, used), _, _, _, _ = client.predict(resend(editor), dilate=0, step_token=token, api_name="/inpaint")
+    np.testing.assert_array_equal(np.asarray(Image.open(used)), mask)
+    result = np.asarray(Image.open(result))
+    np.testing.assert_array_equal(result[mask == 0], flipped[mask == 0])
 
 
-def test_upload_is_painted_on_a_copy_and_inpainted_at_full_size(models, astronaut, tmp_path):
-    photo = big_photo(astronaut)
-    path = tmp_path / "upload.jpg"
-    photo.save(path, quality=95)
-    photo = np.asarray(Image.open(path))  # the upload as the server reads it
-    value, upload = app.load_photo(str(path), outputs(tmp_path))
-    copy = sent_back(value["background"])
-    assert copy.size == (app.EDIT_SIDE, 683) and upload.size == (3000, 2000) and upload.copy_size == copy.size
-    assert value["layers"] == [] and Path(value["background"]).stat().st_size < 300_000
-
-    box = (400, 300, 460, 340)  # painted on the copy, about 176 x 117 photo pixels
-    editor = editor_value(copy, painted_layer(copy.size, box))
-    steps = list(app.respond(editor, "crop", 4, "tiny", upload, models=models, folder=outputs(tmp_path)))
-    assert len(steps) == 2  # shown first, downloads once written
-    shown, summary, downloads, (before, after), shown_mask = steps[0]
-    assert downloads is None and "writing the full-size PNGs" in summary
-    for path_shown in (shown, before, after, shown_mask):
-        assert Image.open(path_shown).size == (app.SCREEN_SIDE, 1067)
-    assert Path(shown).suffix == ".jpg" and Path(shown_mask).suffix == ".png"
-
-    _, summary, (download, download_mask), _, _ = steps[-1]
-    assert summary.endswith(" s at 3000×2000")
-    with Image.open(download) as image, Image.open(download_mask) as mask_image:
-        assert image.format == "PNG" and image.size == (3000, 2000)
-        result, mask = np.asarray(image), np.asarray(mask_image)
-    hole = mask > 0
-    scale = 3000 / app.EDIT_SIDE
-    top, left, bottom, right = (round(v * scale) for v in (box[1], box[0], box[3], box[2]))
-    assert hole[top:bottom, left:right].all()  # the painted box, scaled up to the photo
-    assert hole.sum() < (bottom - top + 20) * (right - left + 20)  # ... grown by a few pixels only
-    expected = pconv_hf.inpaint(Image.fromarray(photo), Image.fromarray(mask), model=models["tiny"], strategy="crop")
-    np.testing.assert_array_equal(result, np.asarray(expected))  # the full-size photo, inpainted, lossless
-    np.testing.assert_array_equal(result[~hole], photo[~hole])
+# --- edge defects found by a bad-input run (issue 21, item 6) -----------------------------------------------
 
 
-def test_small_photo_is_shown_as_its_download(models, astronaut, tmp_path):
-    """Up to SCREEN_SIDE, what the page shows is the lossless download itself, in one step."""
-    photo = Image.fromarray(astronaut)
-    editor = editor_value(photo.convert("RGBA"), painted_layer(photo.size, (10, 10, 40, 40)))
-    (step,) = app.respond(editor, "crop", 0, None, None, models=models, folder=tmp_path)
-    shown, _, (download, download_mask), (before, after), shown_mask = step
-    assert shown == after == download and shown_mask == download_mask
-    assert Image.open(before).size == photo.size
+def test_exif_rotated_photo_with_an_upright_layer(client, tmp_path):
+    """Stored 300×451 with EXIF orientation 6: shown (and painted) upright, 451×300."""
+    stored = Image.fromarray(np.random.default_rng(1).integers(0, 256, (451, 300, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    photo = tmp_path / "rotated.jpg"
+    stored.save(photo, exif=exif, quality=95)
+    layer = save(painted_layer((451, 300), (100, 100, 140, 130)), tmp_path, "layer.png")
+    _, summary, (download, _), *_ = call(client, photo, [layer], dilate=0)
+    assert summary.endswith("at 451×300")
+    assert Image.open(download).size == (451, 300)
 
 
-def test_editor_showing_another_photo_is_inpainted_as_sent(models, astronaut, tmp_path):
-    """When the editor does not hold the upload's copy (pasted over, say), what it sends is the photo."""
-    photo = big_photo(astronaut, (2048, 1536))
-    path = save(photo, tmp_path, "upload.png")
-    value, upload = app.load_photo(str(path), outputs(tmp_path))
-    copy = sent_back(value["background"])
-    assert upload.matches(copy)
-    other = Image.fromarray(np.asarray(copy)[::-1].copy())  # same size, another picture
-    assert not upload.matches(other) and not upload.matches(None) and not upload.matches(copy.resize((100, 75)))
-    *_, last = app.respond(
-        editor_value(other, painted_layer(other.size, (0, 0, 8, 8))),
-        models=models,
-        strategy="crop",
-        dilate=0,
-        model_name=None,
-        upload=upload,
-        folder=outputs(tmp_path),
+def test_16_bit_grey_photo_is_scaled_not_clipped(client, tmp_path):
+    values = np.tile(np.linspace(0, 65535, 256), (128, 1)).round().astype(np.uint16)
+    photo = save(Image.fromarray(values), tmp_path, "deep.png")
+    box = (10, 10, 30, 30)
+    layer = save(painted_layer((256, 128), box), tmp_path, "layer.png")
+    _, _, (download, _), *_ = call(client, photo, [layer], dilate=0)
+    with Image.open(download) as image:
+        assert image.mode == "L"
+        result = np.asarray(image)
+    hole = box_hole((256, 128), box)
+    expected = np.clip((values * (255 / 65535)).round(), 0, 255)
+    np.testing.assert_array_equal(result[~hole], expected[~hole])
+    assert abs(result.mean() - 127.5) < 3  # not washed out
+
+
+def test_float_tiff_is_read_as_0_to_1(client, tmp_path):
+    values = np.tile(np.linspace(0, 1, 200, dtype=np.float32), (100, 1))
+    photo = tmp_path / "float.tif"
+    Image.fromarray(values, "F").save(photo)
+    box = (50, 40, 70, 60)
+    layer = save(painted_layer((200, 100), box), tmp_path, "layer.png")
+    _, _, (download, _), *_ = call(client, photo, [layer], dilate=0)
+    result = np.asarray(Image.open(download))
+    hole = box_hole((200, 100), box)
+    np.testing.assert_array_equal(result[~hole], (values * 255).round()[~hole])
+
+
+def test_errors_show_no_server_paths_and_log_one_line(client, tmp_path, server_log):
+    broken = tmp_path / "photo.jpg"
+    broken.write_bytes(b"this is not a picture")
+    with pytest.raises(AppError) as error:
+        call(client, broken, [])
+    message = str(error.value)
+    assert "Could not read the uploaded photo" in message and "photo.jpg" in message
+    assert "/tmp" not in message and "gradio/" not in message and str(tmp_path) not in message
+    time.sleep(0.5)
+    console = server_log.read_text()
+    assert "refused: Could not read the uploaded photo" in console
+    assert "Traceback" not in console  # every error so far was the user's: one line each
+
+
+def test_editor_relay_skips_the_composite_and_reads_the_photo_itself(tmp_path, astronaut):
+    with gr.Blocks():
+        relay = app.EditorRelay(type="pil").relay
+    rotated = Image.fromarray(astronaut[:, :300])
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    background = tmp_path / "photo.jpg"
+    rotated.save(background, exif=exif)
+    broken = tmp_path / "composite.png"
+    broken.write_bytes(b"not a picture")
+    payload = relay.data_model(
+        background=FileData(path=str(background)), layers=[], composite=FileData(path=str(broken))
     )
-    assert Image.open(last[2][0]).size == other.size
+    value = relay.preprocess(payload)
+    assert value["composite"] is None and value["background"].size == (512, 300)  # upright
 
 
-def test_open_photo_turns_it_upright_8_bit(tmp_path):
+def test_open_photo_turns_it_upright_8_bit_and_keeps_the_metadata(tmp_path):
     rotated = Image.new("RGB", (40, 30), "red")
     exif = rotated.getexif()
     exif[0x0112] = 6  # camera held upright: shown turned 90 degrees clockwise
+    exif[0x010F] = "Camera maker"
     rotated.save(tmp_path / "rotated.jpg", exif=exif)
-    assert app.open_photo(tmp_path / "rotated.jpg").size == (30, 40)
+    photo, metadata = app.open_photo(tmp_path / "rotated.jpg")
+    assert photo.size == (30, 40) and "exif" in metadata
     deep = Image.fromarray(np.full((4, 4), 0x1234, np.uint16))
     deep.save(tmp_path / "deep.png")
-    grey = app.open_photo(tmp_path / "deep.png")
-    assert grey.mode == "L" and grey.getextrema() == (0x12, 0x12)  # the high byte, as browsers show it
+    grey, _ = app.open_photo(tmp_path / "deep.png")
+    assert grey.mode == "L" and grey.getextrema() == (18, 18)  # 0x1234 * 255 / 65535 = 18.1
     (tmp_path / "broken.jpg").write_bytes(b"not a photo")
-    with pytest.raises(gr.Error, match="Could not read the uploaded photo"):
-        app.load_photo(str(tmp_path / "broken.jpg"), tmp_path)
-    with pytest.raises(gr.Error, match=r"30×40 .* up to 0.001 megapixels"):
-        app.load_photo(str(tmp_path / "rotated.jpg"), tmp_path, max_megapixels=0.001)
-
-
-def test_the_composite_is_not_even_decoded(tmp_path, astronaut):
-    editor = app.lighten_preprocess(gr.ImageEditor(type="pil"))
-    background = save(Image.fromarray(astronaut), tmp_path, "photo.png")
-    broken = tmp_path / "composite.png"
-    broken.write_bytes(b"not a picture")
-    payload = editor.data_model(
-        background=FileData(path=str(background)), layers=[], composite=FileData(path=str(broken))
-    )
-    value = editor.preprocess(payload)
-    assert value["composite"] is None and value["background"].size == (512, 512)
+    with pytest.raises(gr.Error, match="Could not read the uploaded photo") as error:
+        app.open_photo(tmp_path / "broken.jpg")
+    assert str(tmp_path) not in str(error.value)

@@ -6,6 +6,7 @@ A photo is uploaded into the photo box; the editor gets a copy of at most app.ED
 import importlib.util
 import io
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def server(tmp_path_factory):
     torch.manual_seed(0)
     model_dir = tmp_path_factory.mktemp("tiny-model")
     PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(model_dir)
-    demo = app.build_demo(app.load_models({"tiny": str(model_dir)}, device="cpu"))
+    # One fill back: two fills already show the history's bound (the upload's state is dropped).
+    workdir = tmp_path_factory.mktemp("sessions")
+    demo = app.build_demo(app.load_models({"tiny": str(model_dir)}, device="cpu"), history_steps=1, workdir=workdir)
+    app.demo_sessions = demo.sessions  # where the tests look for the sessions' files
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
@@ -106,11 +110,12 @@ def upload(page, path: Path) -> None:
     expect(page.get_by_text(EDITOR_HINT)).to_be_hidden()
 
 
-def paint_stroke(page, length: int = 120) -> None:
-    """A horizontal brush stroke through the middle of the photo (the canvas shows it centred and fitted)."""
+def paint_stroke(page, length: int = 120, down: float = 0) -> None:
+    """A horizontal brush stroke through the middle of the photo (the canvas shows it centred and fitted), or
+    ``down`` canvas heights below it."""
     page.get_by_label("Brush", exact=True).click()
     canvas = page.locator("#editor canvas").first.bounding_box()
-    center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] * (0.5 + down)
     page.mouse.move(center_x - length / 2, center_y)
     page.mouse.down()
     for step in range(1, 13):
@@ -118,13 +123,16 @@ def paint_stroke(page, length: int = 120) -> None:
     page.mouse.up()
 
 
-def inpaint_and_download(page) -> tuple[np.ndarray, np.ndarray]:
-    """Press Inpaint, wait for the result, and fetch the two PNG downloads (result, mask) as arrays."""
+def inpaint_and_download(page, button: str = "Inpaint") -> tuple[np.ndarray, np.ndarray]:
+    """Press ``button``, wait for the result, and fetch the two PNG downloads (result, mask) as arrays."""
     page.evaluate("window.__encodes = []")
-    page.get_by_role("button", name="Inpaint", exact=True).click()
-    expect(page.locator("#result img")).to_be_visible()
     links = page.locator("#downloads a[href]")
+    before = links.first.get_attribute("href") if links.count() else None
+    page.get_by_role("button", name=button, exact=True).click()
+    expect(page.locator("#result img")).to_be_visible()
     expect(links).to_have_count(2)
+    if before is not None:
+        expect(links.first).not_to_have_attribute("href", before)
     images = []
     for href in [links.nth(i).get_attribute("href") for i in range(2)]:
         response = page.request.get(href)
@@ -213,3 +221,47 @@ def test_example_brings_its_painted_layer(page, tmp_path):
     assert hole[grown].all()  # the example's painted layer, where it was drawn
     assert hole[~grown].sum() > 100  # plus the new stroke
     np.testing.assert_array_equal(result[~hole], photo[~hole])
+
+
+def test_edit_loop_two_fills_undo_redo_on_a_big_photo(page, server, tmp_path):
+    """Inpaint, paint again on the result, Inpaint: the second fill keeps the first; Undo and Redo return the
+    states exactly (bit for bit, full size); the history is bounded (one fill back in this server) and removed
+    when the tab closes. 2400×1800: the editor paints on a 1024-pixel copy."""
+    photo_path = tmp_path / "big.jpg"
+    Image.fromarray(data.astronaut()).resize((2400, 1800), Image.Resampling.BICUBIC).save(photo_path, quality=90)
+    photo = np.asarray(Image.open(photo_path))  # what the server reads: the uploaded file itself
+    app = app_module()
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        upload(page, photo_path)
+        paint_stroke(page, length=60)
+        first, first_mask = inpaint_and_download(page)
+        page.wait_for_timeout(1000)  # the editor gets the result's copy, nothing painted
+        page.get_by_role("button", name="Inpaint", exact=True).click()
+        expect(page.get_by_text("Nothing is painted").first).to_be_visible()
+        paint_stroke(page, length=60, down=0.25)
+        second, second_mask = inpaint_and_download(page)
+        undone, undone_mask = inpaint_and_download(page, "Undo")
+        redone, redone_mask = inpaint_and_download(page, "Redo")
+        (folder,) = list(app.demo_sessions.root.glob("session-*"))
+        kept = sorted(path.name for path in folder.glob("step-*"))
+        page.get_by_role("button", name="Undo", exact=True).click()
+        page.get_by_role("button", name="Undo", exact=True).click()
+        expect(page.get_by_text("Nothing to undo").first).to_be_visible()
+
+    hole1, hole2 = first_mask > 0, second_mask > 0
+    np.testing.assert_array_equal(first[~hole1], photo[~hole1])
+    assert np.nonzero(hole2)[0].mean() > np.nonzero(hole1)[0].mean() + 300  # the second stroke, lower down
+    np.testing.assert_array_equal(second[~hole2], first[~hole2])  # the second fill keeps the first
+    np.testing.assert_array_equal(second[~(hole1 | hole2)], photo[~(hole1 | hole2)])
+    assert (second[hole1] != photo[hole1]).any()
+    np.testing.assert_array_equal(undone, first)  # Undo: the previous state, exactly
+    np.testing.assert_array_equal(undone_mask, first_mask)
+    np.testing.assert_array_equal(redone, second)  # Redo: the next one
+    np.testing.assert_array_equal(redone_mask, second_mask)
+    assert len(kept) == 2  # bounded: the upload's state was dropped (history_steps=1)
+
+    page.close()  # the session ends: its history goes with it
+    deadline = time.monotonic() + 20
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not folder.exists()
