@@ -168,8 +168,8 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
             if issubclass(warning.category, Image.DecompressionBombWarning):
                 width, height = upright.size
                 warnings.warn(
-                    f"{what} file {os.fspath(path)!r} is large ({width}x{height}, {width * height / 1e6:.0f} MP, over "
-                    f"Pillow's {Image.MAX_IMAGE_PIXELS / 1e6:.0f}-MP check): reading it as a trusted file",
+                    f"{what} file {os.fspath(path)!r} is large ({width}x{height} = {width * height:,} pixels, over "
+                    f"Pillow's {Image.MAX_IMAGE_PIXELS:,}-pixel check): reading it as a trusted file",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -191,9 +191,11 @@ def _bomb_message(err: Image.DecompressionBombError) -> str:
 def displayed_size(path: str | os.PathLike, what: str = "image") -> tuple[int, int]:
     """(width, height) of an image file as displayed (EXIF orientation applied), from its header alone."""
     try:
-        with Image.open(path) as opened:
-            width, height = opened.size
-            orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # said once, when the file is read
+            with Image.open(path) as opened:
+                width, height = opened.size
+                orientation = opened.getexif().get(_EXIF_ORIENTATION, 1)
     except Image.DecompressionBombError as err:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {_bomb_message(err)}") from err
     except (OSError, ValueError, SyntaxError) as err:
@@ -219,8 +221,8 @@ def to_hole_mask(
     White / nonzero pixels fill (any nonzero channel of a colour mask, whatever the bit depth: a JPEG's soft
     edge or an anti-aliased brush edge fills too); transparent pixels (alpha 0) never fill. A paint layer
     (a mask with transparent pixels) whose painted pixels are all black -- black paint on a transparent layer, as
-    many editors export it -- fills where it is painted. A mask that fills more than 90 % of the image but not
-    all of it gives a ``UserWarning`` with the share (and the darkest value when it is not 0: a JPEG's black).
+    many editors export it -- fills where it is painted. A mask that fills more than 90 % of the image gives a
+    ``UserWarning`` with the share (and a hint when the filled pixels are nearly black: a JPEG's black).
     A path is read by :func:`open_image` (EXIF orientation applied, as for the photo). ``holes_are="black"``
     inverts the colour test (zero pixels fill), for mask sets drawn the other way round; transparency still
     never fills.
@@ -279,7 +281,7 @@ NEARLY_FULL = 0.9
 
 def _warn_if_nearly_full(hole: np.ndarray, array: np.ndarray, has_alpha: bool) -> None:
     share = float(hole.mean()) if hole.size else 0.0
-    if not NEARLY_FULL < share < 1:
+    if share <= NEARLY_FULL:
         return
     colours = array[..., :-1] if has_alpha else array
     brightest = colours.max(axis=-1) if colours.ndim == 3 else colours
@@ -291,6 +293,8 @@ def _warn_if_nearly_full(hole: np.ndarray, array: np.ndarray, has_alpha: bool) -
             f"; most of the filled pixels are nearly black (median {typical:g}): a JPEG's black is often not 0, "
             "so save masks as PNG"
         )
+    elif share == 1:
+        return  # plainly all white: inpaint() says what is wrong
     warnings.warn(f"the mask fills {100 * share:.1f} % of the image (white / nonzero = fill){why}", stacklevel=3)
 
 

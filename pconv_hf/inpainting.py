@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -418,7 +419,7 @@ def _peak(array: np.ndarray) -> float:
         low, high = float(array.min()), float(array.max())
         if low < 0 or high > 1:
             hint = "; divide 0..255 values by 255" if low >= 0 and high <= 255 else ""
-            raise ValueError(f"float images must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
+            raise ValueError(f"float images must lie in [0, 1], got values from {low} to {high}{hint}")
         return 1.0
     raise ValueError(f"image dtype must be uint8, uint16 or float in [0, 1], got {array.dtype}")
 
@@ -492,7 +493,9 @@ def _pil_source(image: Image.Image) -> Source:
         out = image.copy()
         for (top, left, _, _), prediction, hole in patches:
             patch = Image.fromarray(np.clip(np.rint(prediction * 255), 0, 255).astype(np.uint8), "RGB")
-            original = out.crop((left, top, left + patch.width, top + patch.height))
+            with warnings.catch_warnings():  # a crop of a photo already read is no decompression bomb
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                original = out.crop((left, top, left + patch.width, top + patch.height))
             # Pasting through a binary mask copies whole pixels, so everything outside the hole is untouched.
             out.paste(_convert_like(patch, original), (left, top), Image.fromarray(hole.view(np.uint8) * 255))
         return out
