@@ -191,3 +191,42 @@ def test_two_masks_for_one_photo_is_refused(tmp_path, photos, model_dir, capsys)
     )
     assert code == 1
     assert "more than one mask" in stderr and "coffee.png" in stderr and "coffee_mask.png" in stderr
+
+
+def test_quality_for_lossy_outputs(tmp_path, photos, model_dir, capsys):
+    photo_dir, mask_dir = photos
+    common = ["--image", photo_dir / "coffee.jpg", "--mask", mask_dir / "coffee.png", "--model", model_dir]
+    sizes = {}
+    for name, extra in [("q95.jpg", []), ("q30.jpg", ["--quality", "30"]), ("lossless.webp", []),
+                        ("q50.webp", ["--quality", "50"]), ("reference.png", [])]:  # fmt: skip
+        code, _, err = run_cli([*common, "-o", tmp_path / name, *extra], capsys)
+        assert code == 0, err
+        sizes[name] = (tmp_path / name).stat().st_size
+    assert sizes["q30.jpg"] < 0.6 * sizes["q95.jpg"]  # JPEG defaults to quality 95
+    reference = np.asarray(Image.open(tmp_path / "reference.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "lossless.webp")), reference)  # WebP: lossless
+    assert (np.asarray(Image.open(tmp_path / "q50.webp")) != reference).any() and sizes["q50.webp"] < sizes[
+        "lossless.webp"
+    ]
+
+
+def test_format_in_single_file_mode(tmp_path, photos, model_dir, capsys):
+    photo_dir, mask_dir = photos
+    common = ["--image", photo_dir / "coffee.jpg", "--mask", mask_dir / "coffee.png", "--model", model_dir]
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, _ = run_cli([*common, "-o", out, "--format", "tiff"], capsys)  # a folder: NAME.<format>
+    assert code == 0 and [p.name for p in out.iterdir()] == ["coffee.tiff"]
+    code, _, err = run_cli([*common, "-o", tmp_path / "x.png", "--format", "gif"], capsys)  # used to be ignored
+    assert code == 1 and "--format gif does not match -o x.png" in err and not (tmp_path / "x.png").exists()
+    code, _, _ = run_cli([*common, "-o", tmp_path / "x.jpg", "--format", "jpg"], capsys)  # agreeing is fine
+    assert code == 0 and Image.open(tmp_path / "x.jpg").format == "JPEG"
+
+
+def test_skip_existing_in_single_file_mode(tmp_path, photos, model_dir, capsys):
+    photo_dir, mask_dir = photos
+    out = tmp_path / "result.png"
+    out.write_bytes(b"done before")
+    args = ["--image", photo_dir / "coffee.jpg", "--mask", mask_dir / "coffee.png", "-o", out, "--model", model_dir]
+    code, stdout, _ = run_cli([*args, "--skip_existing"], capsys)
+    assert code == 0 and "skipped 1 already done" in stdout and out.read_bytes() == b"done before"

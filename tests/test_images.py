@@ -14,7 +14,7 @@ import pconv_hf
 from pconv_hf import PartialConv2d, PConvUNet
 from pconv_hf.cli import main as cli_main
 from pconv_hf.evaluation import mask_settings
-from pconv_hf.images import displayed_size, list_images, open_image, to_hole_mask
+from pconv_hf.images import displayed_size, list_images, open_image, save_image, to_hole_mask
 from pconv_hf.masks import MaskFolder, load_mask, make_mask_source
 
 SIZE = 64
@@ -222,3 +222,178 @@ def test_list_images_one_suffix_list(tmp_path):
     (tmp_path / "sub" / "e.jpg").write_bytes(b"")
     assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpeg", "c.webp"]
     assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.PNG", "b.jpeg", "c.webp", "e.jpg"]
+
+
+# --- writing: save_image keeps what each format can hold and says what it cannot ----------------------------
+
+
+def exif_with_thumbnail(orientation: int = 6) -> tuple[bytes, bytes]:
+    """APP1 EXIF bytes as a camera writes them: IFD0 (Make, Orientation, a pointer to the Exif IFD with
+    DateTimeOriginal) and IFD1 holding a JPEG thumbnail; returns (exif, thumbnail)."""
+    buffer = __import__("io").BytesIO()
+    Image.new("RGB", (16, 12), (250, 10, 200)).save(buffer, format="JPEG")
+    thumbnail = buffer.getvalue()
+    make, date = b"PhoneMaker\0", b"2024:05:06 07:08:09\0"
+    # Layout (offsets from the TIFF header): header 8 | IFD0 at 8 (3 entries: 2 + 36 + 4 = 42) | Make at 50 |
+    # Exif IFD at 61 (1 entry: 18) | date at 79 | IFD1 at 99 (3 entries: 42) | thumbnail at 141.
+    ifd0 = struct.pack("<H", 3)
+    ifd0 += struct.pack("<HHII", 271, 2, len(make), 50)
+    ifd0 += struct.pack("<HHIHH", 274, 3, 1, orientation, 0)
+    ifd0 += struct.pack("<HHII", 34665, 4, 1, 61) + struct.pack("<I", 99)
+    exif_ifd = struct.pack("<H", 1) + struct.pack("<HHII", 36867, 2, len(date), 79) + struct.pack("<I", 0)
+    ifd1 = struct.pack("<H", 3)
+    ifd1 += struct.pack("<HHIHH", 259, 3, 1, 6, 0)
+    ifd1 += struct.pack("<HHII", 513, 4, 1, 141) + struct.pack("<HHII", 514, 4, 1, len(thumbnail))
+    ifd1 += struct.pack("<I", 0)
+    tiff = b"II*\0" + struct.pack("<I", 8) + ifd0 + make + exif_ifd + date + ifd1 + thumbnail
+    assert len(b"II*\0" + struct.pack("<I", 8) + ifd0 + make + exif_ifd + date) == 99
+    return b"Exif\0\0" + tiff, thumbnail
+
+
+def display_p3_like_profile() -> bytes:
+    """An RGB ICC profile that is not sRGB (so dropping it would shift colours)."""
+    from PIL import ImageCms
+
+    profile = ImageCms.createProfile("sRGB")
+    return ImageCms.ImageCmsProfile(profile).tobytes()[:-4] + b"P3\0\0"
+
+
+@pytest.fixture
+def camera_photo(tmp_path) -> tuple[Path, bytes, bytes]:
+    """A JPEG with EXIF (orientation 6, Make, DateTimeOriginal, a thumbnail) and an ICC profile."""
+    exif, thumbnail = exif_with_thumbnail()
+    icc = display_p3_like_profile()
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(data.coffee()[:96, :128]).save(path, exif=exif, icc_profile=icc, quality=95)
+    with Image.open(path) as check:  # the fixture is what a camera writes
+        assert check.getexif().get_ifd(0x8769)[36867] == "2024:05:06 07:08:09"
+        assert check.getexif()._info.next != 0  # IFD1 (the thumbnail) is there
+    return path, icc, thumbnail
+
+
+def assert_metadata_kept(path: Path, icc: bytes, thumbnail: bytes) -> None:
+    with Image.open(path) as written:
+        assert written.info.get("icc_profile") == icc, path.suffix
+        exif = written.getexif()
+        assert exif.get(271) == "PhoneMaker" and exif.get_ifd(0x8769).get(36867) == "2024:05:06 07:08:09"
+        assert exif.get(0x0112, 1) == 1  # pixels are upright; nothing left to turn them again
+        assert written.size == (96, 128)  # the stored 128x96 turned upright
+    assert thumbnail not in path.read_bytes()  # the camera's thumbnail (of the unedited photo) is dropped
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_cli_outputs_keep_icc_and_exif(camera_photo, model_dir, tmp_path, capsys, suffix):
+    photo, icc, thumbnail = camera_photo
+    mask = np.zeros((128, 96), np.uint8)  # drawn on the upright photo
+    mask[40:70, 30:60] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / f"out{suffix}"
+    assert _run_cli(["--image", photo, "--mask", tmp_path / "mask.png", "-o", out, "--model", model_dir]) == 0
+    assert_metadata_kept(out, icc, thumbnail)
+    assert "note" not in capsys.readouterr().err  # nothing had to change
+
+
+def test_bmp_output_says_it_drops_the_metadata(camera_photo, model_dir, tmp_path, capsys):
+    photo, _, _ = camera_photo
+    mask = np.zeros((128, 96), np.uint8)
+    mask[40:70, 30:60] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.bmp"
+    assert _run_cli(["--image", photo, "--mask", tmp_path / "mask.png", "-o", out, "--model", model_dir]) == 0
+    assert "BMP cannot hold an ICC profile or EXIF" in capsys.readouterr().err
+
+
+def test_save_image_metadata_from_like_or_its_info(camera_photo, tmp_path):
+    photo_path, icc, thumbnail = camera_photo
+    photo = open_image(photo_path)
+    bare = Image.fromarray(np.asarray(photo))  # e.g. an array result: no metadata of its own
+    assert save_image(bare, tmp_path / "a.jpg", like=photo) == []
+    assert_metadata_kept(tmp_path / "a.jpg", icc, thumbnail)
+    assert save_image(bare, tmp_path / "b.webp", like=dict(photo.info)) == []
+    assert_metadata_kept(tmp_path / "b.webp", icc, thumbnail)
+    save_image(bare, tmp_path / "c.png")  # no like: the image's own (none)
+    with Image.open(tmp_path / "c.png") as plain:
+        assert "icc_profile" not in plain.info and not plain.getexif()
+    grey = save_image(bare.convert("L"), tmp_path / "d.jpg", like=photo)  # an RGB profile cannot describe grey
+    assert grey == ["the source's RGB colour profile does not fit L pixels; d.jpg has none"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix", "expected_mode", "note"),
+    [
+        ("I;16", ".jpg", "L", "0..65535 scaled to 0..255"),
+        ("I;16", ".webp", "RGB", "0..65535 scaled to 0..255"),
+        ("I;16", ".png", "I;16", None),
+        ("I", ".png", "I;16", "same values"),
+        ("F", ".png", "I;16", "0..1 scaled to 0..65535"),
+        ("F", ".jpg", "L", "0..1 scaled to 0..255"),
+        ("F", ".tif", "F", None),
+        ("RGBA", ".jpg", "RGB", "transparency composited on white"),
+        ("RGBA", ".bmp", "RGB", "transparency composited on white"),
+        ("LA", ".jpg", "L", "transparency composited on white"),
+        ("P", ".jpg", "RGB", "palette images"),
+        ("CMYK", ".png", "RGB", "CMYK images"),
+    ],
+)
+def test_save_image_converts_modes_with_a_note_and_the_right_scale(tmp_path, mode, suffix, expected_mode, note):
+    grey = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    if mode in ("I;16", "I"):
+        image = Image.fromarray((grey * 65535).round().astype(np.uint16))
+        image = image if mode == "I;16" else image.convert("I")
+    elif mode == "F":
+        image = Image.fromarray(grey.astype(np.float32))
+    else:
+        image = Image.fromarray((grey * 255).round().astype(np.uint8)).convert(mode)
+    notes = save_image(image, tmp_path / f"out{suffix}")
+    assert (notes == []) if note is None else (len(notes) == 1 and note in notes[0]), notes
+    with Image.open(tmp_path / f"out{suffix}") as written:
+        assert written.mode == expected_mode
+        values = np.asarray(written.convert("L") if written.mode in ("RGB", "CMYK") else written, dtype=float)
+    if mode == "RGBA" or mode == "LA":
+        return  # opaque, so composited on white changes nothing: checked by the mean below for the others
+    peak = {"L": 255, "I;16": 65535, "F": 1.0}[written.mode if written.mode in ("I;16", "F") else "L"]
+    assert abs(values.mean() / peak - 0.5) < 0.02  # the same picture: neither black nor white
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_save_image_refusals_leave_nothing(tmp_path):
+    image = Image.new("RGB", (8, 8))
+    existing = tmp_path / "keep.jpg"
+    existing.write_bytes(b"keep")
+    for kwargs, path, words in [
+        ({"quality": 80}, tmp_path / "a.png", "lossy formats"),
+        ({"quality": 0}, tmp_path / "a.jpg", "from 1 to 100"),
+        ({"quality": True}, tmp_path / "a.jpg", "from 1 to 100"),
+        ({}, tmp_path / "a.gif", "cannot tell the image format"),
+        ({}, tmp_path / "missing-folder" / "a.png", "cannot write"),
+        ({"like": {"exif": b"garbage"}}, existing, None),
+    ]:
+        if words is None:
+            assert save_image(image, path, **kwargs) == []  # unreadable source EXIF is left out, not fatal
+            continue
+        with pytest.raises(ValueError, match=words):
+            save_image(image, path, **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jpg"]
+    with pytest.raises(ValueError, match="float image must hold values in"):
+        save_image(Image.fromarray(np.full((4, 4), 2.0, np.float32)), tmp_path / "f.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jpg"]
+
+
+def test_heic_photo_reads_everywhere(tmp_path, tiny_model):
+    exif, _ = exif_with_thumbnail(orientation=1)
+    icc = display_p3_like_profile()
+    photo = tmp_path / "phone.HEIC"
+    Image.fromarray(data.coffee()[:96, :128]).save(photo, exif=exif, icc_profile=icc, quality=95)
+    assert photo in list_images(tmp_path)
+    opened = open_image(photo)
+    assert opened.size == (128, 96) and opened.info.get("icc_profile") == icc
+    mask = np.zeros((96, 128), np.uint8)
+    mask[30:60, 40:80] = 255
+    result = pconv_hf.inpaint(photo, mask, model=tiny_model)
+    assert result.size == (128, 96)
+    assert save_image(result, tmp_path / "out.jpg", like=opened) == []
+    with Image.open(tmp_path / "out.jpg") as written:
+        assert written.info["icc_profile"] == icc and written.getexif().get(271) == "PhoneMaker"
+    from pconv_hf.images import decode_image
+
+    assert decode_image(photo).size == (128, 96)  # training and evaluation folders
