@@ -221,6 +221,9 @@ def read_images(args: argparse.Namespace, resolution: int) -> tuple[list[torch.T
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate with the settings of :func:`parse_args`; returns setting -> method -> bucket -> metrics."""
+    for flag, folder in (("--output_dir", args.output_dir), ("--save_masks", args.save_masks)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise CliError(f"{flag} {folder} is a file; name a folder")
     device = _cli.parse_device(args.device) or default_device()
     methods = load_methods(args, device)
     resolution = args.resolution or next(iter(methods.values())).sample_size

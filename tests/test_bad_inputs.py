@@ -545,6 +545,7 @@ def test_pconv_evaluate_console_script_exits_0_and_names_skipped_files(model_dir
         (["--model", "{missing}"], "no-model", 1),
         (["--model", "{truncated}"], "truncated or not safetensors", 1),
         (["--data", "{empty}"], "", 1),
+        (["--output_dir", "{file}"], "is a file", 1),
     ],
 )
 def test_pconv_evaluate_refusals(change, message, code, model_dir, model_variants, eval_data, tmp_path, capsys):
@@ -554,7 +555,9 @@ def test_pconv_evaluate_refusals(change, message, code, model_dir, model_variant
         "{missing}": tmp_path / "no-model",
         "{truncated}": model_variants["truncated"],
         "{empty}": tmp_path / "empty",
+        "{file}": tmp_path / "a-file",
     }
+    names["{file}"].write_text("not a folder")
     argv = _eval_args(model_dir, eval_data, out)
     for flag, value in zip(change[::2], change[1::2]):
         argv += [flag, names.get(value, value)]  # argparse: the last one counts
@@ -644,3 +647,26 @@ def test_pconv_anomaly_bad_inputs(anomaly_model, files, tmp_path, capsys):
         code, _, err = run_main(anomaly_cli.main, argv, capsys)
         assert_refused(code, err, message, f"pconv-anomaly {argv[0]}")
     assert not fit_out.exists() and not any(out_folder.iterdir())
+
+
+# --- pconv-export ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "code"),
+    [
+        (["{out}/no-model", "{out}/x.onnx"], "is not a directory", 1),
+        (["{model}", "{out}/x.txt"], "must end in .onnx", 1),
+        (["{m:truncated}", "{out}/x.onnx"], "truncated or not safetensors", 1),
+        (["{model}", "{out}/x.onnx", "--opset", "abc"], "--opset: invalid int value", 2),
+    ],
+)
+def test_pconv_export_refusals(argv, message, code, model_dir, model_variants, tmp_path, capsys):
+    from pconv_hf.onnx import main as export_main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [_expand(arg, {}, model_variants, model_dir, out) for arg in argv]
+    code_seen, _, err = run_main(export_main, argv, capsys)
+    assert_refused(code_seen, err, message, "pconv-export")
+    assert code_seen == code and not any(out.iterdir())
