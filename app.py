@@ -489,7 +489,8 @@ class History:
             photo.save(step.photo, compress_level=1)
         self.metadata, self._image = metadata, photo
         self._add_copies(step, photo)
-        self.before = screen_copy(photo, self.folder / f"before-{self._serial:04d}")  # outlives the state
+        self.before = self.folder / f"before-{self._serial:04d}{step.shown.suffix}"  # outlives the state
+        shutil.copyfile(step.shown, self.before)
         self.steps, self.position = [step], 0
         return step
 
@@ -704,12 +705,13 @@ class Events:
     dtype: str = "auto"
     example_values: list[dict] = field(default_factory=examples)
 
-    def upload(self, path: str | None, request: gr.Request | None = None) -> tuple:
-        """A photo dropped in the photo box: a new history; (editor value, step token, then the outputs cleared)."""
+    def upload(self, photo: str | None, request: gr.Request | None = None) -> tuple:
+        """A photo file dropped in the photo box: a new history; (editor value, step token, the outputs cleared)."""
         history = self.sessions.get(request)
-        if path is None:
+        if photo is None:
             history.clear()
             return None, "", None, "", None, None, None
+        path = photo
         photo, metadata = open_photo(path)
         check_size(photo.size, self.max_megapixels)
         step = history.start(photo, metadata, upload=path)
@@ -787,13 +789,14 @@ class Events:
         return (shown[0], f"{where}. {shown[1]}", *shown[2:])
 
     def load_mask(
-        self, editor_value: dict | None, path: str | None, step_token: str | None, request: gr.Request | None = None
+        self, editor_value: dict | None, mask: str | None, step_token: str | None, request: gr.Request | None = None
     ) -> tuple:
         """A mask file (white / nonzero = fill, :func:`images.to_hole_mask`) put on the current photo as paint,
         beside what is painted; (editor value, summary)."""
         history, step = self.current(request, step_token)
-        if path is None:
+        if mask is None:
             raise user_error("Choose a mask file (white = fill) to load.")
+        path = mask
         width, height = history.image().size
         try:
             hole_mask = images.to_hole_mask(images.open_image(path, "mask"))
@@ -976,7 +979,7 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
                         interactive=False,
                         buttons=IMAGE_BUTTONS,
                     )
-            summary = gr.Markdown()
+            summary = gr.Markdown(label="summary")
             downloads = gr.File(
                 label="Downloads: the current result and the mask of its fill, full size, lossless PNG",
                 elem_id="downloads",

@@ -1,6 +1,6 @@
 """The app's round trip for a big photo, as a new user sees it: upload, one brush stroke, Inpaint, result shown.
 
-    python benchmarks/bench_app.py [--repeats 3] [--photo photo.jpg] [--app app.py --app old_app.py]
+    python benchmarks/bench_app.py [--repeats 3] [--photo photo.jpg] [--app app.py --app old_app.py] [--loop]
 
 Starts ``python app.py`` (the bundled model) on a free port, makes a 4000×3000 JPEG of about 1 MB (scikit-image's
 astronaut, upscaled, with sensor-like noise) unless ``--photo`` is given, and drives Debian's Chromium through
@@ -9,6 +9,11 @@ Every round is a new page (a new user). Prints markdown tables: upload seconds, 
 the fill time the app reports, their ratio (medians over ``--repeats``), where the click's time went, and what
 travelled over the network for one click. With several ``--app`` (e.g. an older app.py, from
 ``git show HEAD:app.py > old_app.py``), their rounds alternate, so a change in machine load hits them alike.
+
+``--loop`` (apps with Undo / Redo): each round goes on in the same page with a second stroke lower down and a second
+Inpaint on the result, then Undo and Redo; it times click -> result shown for each, and checks the full-size
+downloads bit for bit (the second fill equals the first state outside its mask and the photo outside both masks;
+Undo gives the first state back, Redo the second).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ HTMLCanvasElement.prototype.toBlob = function (callback, type, quality) {
 };
 """
 DOWNLOADS_LISTED = "() => document.querySelectorAll('#downloads a[href]').length >= 2 ? Date.now() : false"
+RESULT_CHANGED = """(old) => {
+  const img = document.querySelector('#result img');
+  return img && img.src !== old && img.complete && img.naturalWidth > 0 ? Date.now() : false;
+}"""
 RESULT_SHOWN = """() => {
   const img = document.querySelector('#result img');
   return img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0 ? Date.now() : false;
@@ -135,6 +144,7 @@ class Round:
     transfers: list[Transfer] = field(default_factory=list)
     download_bytes: int = 0
     download_size: tuple[int, int] = (0, 0)
+    loop: dict[str, float] = field(default_factory=dict)  # --loop: second fill, Undo, Redo (seconds, fill)
 
 
 def transfers_since(requests: list, since_ms: float, url: str) -> list[Transfer]:
@@ -162,7 +172,7 @@ def transfers_since(requests: list, since_ms: float, url: str) -> list[Transfer]
     return sorted(rows, key=lambda row: row.start)
 
 
-def one_round(browser, server: Server, photo: Path) -> Round:
+def one_round(browser, server: Server, photo: Path, loop: bool = False) -> Round:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -193,15 +203,7 @@ def one_round(browser, server: Server, photo: Path) -> Round:
         shown = page.evaluate("() => new Promise(resolve => requestAnimationFrame(() => resolve(Date.now())))")
         upload = (shown - upload_start) / 1000
 
-        page.get_by_label("Brush", exact=True).click()
-        canvas = page.locator("#editor canvas").first.bounding_box()
-        center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-        page.mouse.move(center_x - 60, center_y)
-        page.mouse.down()
-        for step in range(1, 13):
-            page.mouse.move(center_x - 60 + step * 10, center_y)
-        page.mouse.up()
-        page.wait_for_timeout(500)
+        stroke(page)
 
         page.evaluate("window.__encodes = []")
         page.evaluate("document.addEventListener('click', () => { window.__clicked = Date.now(); }, {capture: true})")
@@ -240,9 +242,79 @@ def one_round(browser, server: Server, photo: Path) -> Round:
         row.download_bytes = len(response.body())
         with Image.open(io.BytesIO(response.body())) as image:
             row.download_size = image.size
+        if loop:
+            row.loop = edit_loop(page, photo)
         return row
     finally:
         page.close()
+
+
+def stroke(page, down: float = 0.0) -> None:
+    """One brush stroke across the middle of the editor, or ``down`` canvas heights below it."""
+    page.get_by_label("Brush", exact=True).click()
+    canvas = page.locator("#editor canvas").first.bounding_box()
+    center_x, center_y = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] * (0.5 + down)
+    page.mouse.move(center_x - 60, center_y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(center_x - 60 + step * 10, center_y)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+
+
+def downloads(page) -> tuple[np.ndarray, np.ndarray]:
+    """The full-size result and mask PNGs the downloads list."""
+    arrays = []
+    for index in range(2):
+        response = page.request.get(page.locator("#downloads a[href]").nth(index).get_attribute("href"))
+        with Image.open(io.BytesIO(response.body())) as image:
+            arrays.append(np.asarray(image))
+    return arrays[0], arrays[1]
+
+
+def timed_click(page, button: str) -> float:
+    """Click ``button``; seconds until the result shown has changed and is loaded and the downloads list a new
+    first file."""
+    old_src = page.evaluate("document.querySelector('#result img').src")
+    old_href = page.locator("#downloads a[href]").first.get_attribute("href")
+    start = page.evaluate("Date.now()")
+    page.get_by_role("button", name=button, exact=True).click()
+    shown = page.wait_for_function(RESULT_CHANGED, arg=old_src, polling="raf").json_value()
+    page.wait_for_function(
+        "(old) => { const a = document.querySelector('#downloads a[href]'); return a && a.href !== old; }",
+        arg=page.evaluate("(href) => new URL(href, location.href).href", old_href),
+        polling=50,
+    )
+    return (shown - start) / 1000
+
+
+def edit_loop(page, photo_path: Path) -> dict[str, float]:
+    """Second fill on the result, Undo, Redo in the page of a round; their times, checked bit for bit."""
+    with Image.open(photo_path) as image:
+        photo = np.asarray(image)
+    first, first_mask = downloads(page)
+    page.wait_for_timeout(1000)  # the editor gets the result's copy
+    stroke(page, down=0.2)
+    second_click = timed_click(page, "Inpaint")
+    summary = page.get_by_text(re.compile(r"^Filled \d+ regions? in")).inner_text()
+    second_fill = float(re.search(r"in ([\d.]+) s", summary).group(1))
+    second, second_mask = downloads(page)
+    page.wait_for_timeout(1000)  # the editor gets the result's copy (clicked meanwhile, Undo waits for the page)
+    undo = timed_click(page, "Undo")
+    undone, _ = downloads(page)
+    redo = timed_click(page, "Redo")
+    redone, _ = downloads(page)
+    hole1, hole2 = first_mask > 0, second_mask > 0
+    checks = {
+        "second keeps first": np.array_equal(second[~hole2], first[~hole2]),
+        "second is the photo outside both": np.array_equal(second[~(hole1 | hole2)], photo[~(hole1 | hole2)]),
+        "undo is the first state": np.array_equal(undone, first),
+        "redo is the second state": np.array_equal(redone, second),
+    }
+    failed = [name for name, passed in checks.items() if not passed]
+    if failed:
+        sys.exit(f"bench_app.py: edit loop pixels differ: {', '.join(failed)}")
+    return {"second_click": second_click, "second_fill": second_fill, "undo": undo, "redo": redo}
 
 
 def megabytes(count: int) -> str:
@@ -284,6 +356,18 @@ def report(photo: Path, results: dict[str, list[Round]], warmup: int) -> None:
             f"| {name} | {median([r.export for r in rounds]):.2f} | {median([r.server for r in rounds]):.2f} "
             f"| {median([r.show for r in rounds]):.2f} | {len(encodes)}: {listed} |"
         )
+    if any(r.loop for rounds in results.values() for r in rounds):
+        print("\nThe edit loop (--loop; every round's pixels checked bit for bit), medians, seconds:\n")
+        print("| app | second fill: click → result shown | its fill (app) | ratio | Undo | Redo |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, rounds in results.items():
+            loops = [r.loop for r in rounds if r.loop]
+            values = {key: median([loop[key] for loop in loops]) for key in loops[0]}
+            ratio = median([loop["second_click"] / loop["second_fill"] for loop in loops])
+            print(
+                f"| {name} | {values['second_click']:.2f} | {values['second_fill']:.2f} | {ratio:.1f} "
+                f"| {values['undo']:.2f} | {values['redo']:.2f} |"
+            )
     for name, rounds in results.items():
         last = rounds[-1]
         print(f"\nRequests of the last click, {name} (seconds after the click):\n")
@@ -305,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (the model's first run)")
     parser.add_argument("--app", type=Path, action="append", help="app.py to time; repeat to compare versions")
     parser.add_argument("--device", help="passed to app.py --device (default: the app's own default)")
+    parser.add_argument("--loop", action="store_true", help="also time a second fill, Undo and Redo (see above)")
     args = parser.parse_args(argv)
     apps = args.app or [ROOT / "app.py"]
     extra = [] if args.device is None else ["--device", args.device]
@@ -322,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 for round_index in range(args.warmup + args.repeats):
                     for name, server in zip(names, servers):
-                        row = one_round(browser, server, photo)
+                        row = one_round(browser, server, photo, args.loop)
                         kind = "warm-up" if round_index < args.warmup else "round"
                         print(
                             f"{name} {kind} {round_index + 1}: upload {row.upload:.2f} s, click -> result "
