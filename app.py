@@ -231,7 +231,10 @@ class ProposedMask:
         if painted.shape != self.shown.shape:
             return scale_mask(painted, size)
         kept = self.full & scale_mask(painted & self.shown, size)
-        return kept | scale_mask(painted & ~self.shown, size)
+        # The browser draws the paint it is sent with a soft edge (a faint pixel around it): paint within one pixel
+        # of the proposal is the proposal's edge, not a stroke of the person's.
+        near = cv2.dilate(self.shown.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        return kept | scale_mask(painted & ~near, size)
 
 
 # --- the pure part: photo + hole in, inpainted photo out ---------------------------------------------------
@@ -243,6 +246,7 @@ class Inpainting:
     result: Image.Image  # same size and mode as ``photo``; pixels outside ``mask`` are identical
     mask: Image.Image  # "L", white = filled (painted area grown by ``dilate``)
     summary: str
+    painted: np.ndarray | None = None  # bool: the area asked for, before growing (what "Reuse last mask" reuses)
 
 
 def check_options(strategy: str | None, dilate: int, model_name: str | None, models: Mapping) -> str:
@@ -274,7 +278,7 @@ def fill(
     model_name = check_options(strategy, dilate, model_name, models)
     if not hole_mask.any():
         raise user_error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
-    hole_mask = grow_mask(hole_mask, int(dilate))  # here, not in inpaint(), so the mask shown is the mask used
+    painted, hole_mask = hole_mask, grow_mask(hole_mask, int(dilate))  # here, so the mask shown is the mask used
     mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
     photo = simplest_mode(photo)
     options = {"dtype": dtype} if strategy is None else {"dtype": dtype, "strategy": strategy}
@@ -286,7 +290,7 @@ def fill(
     seconds = time.perf_counter() - start
     width, height = photo.size
     summary = f"Filled {regions} region{'' if regions == 1 else 's'} in {seconds:.2f} s at {width}×{height}"
-    return Inpainting(photo, result, mask, summary)
+    return Inpainting(photo, result, mask, summary, painted)
 
 
 def predict(
@@ -463,7 +467,7 @@ class History:
     metadata: dict = field(default_factory=dict)  # the upload's ICC profile and EXIF, for the downloads
     before: Path | None = None  # the uploaded photo, at most SCREEN_SIDE
     proposal: ProposedMask | None = None  # a mask put on the page as paint, for the next fill
-    last_mask: np.ndarray | None = None  # the last fill's mask (full size), kept across photos
+    last_mask: np.ndarray | None = None  # the last fill's area before growing (full size), kept across photos
     used: float = field(default_factory=time.time)
     _image: Image.Image | None = None  # the current state, decoded
     _serial: int = 0
@@ -505,7 +509,7 @@ class History:
         self.steps[self.position + 1 :] = [step]
         self.position = len(self.steps) - 1
         self._image, self.proposal = done.result, None
-        self.last_mask = np.asarray(done.mask) > 0
+        self.last_mask = np.asarray(done.mask) > 0 if done.painted is None else done.painted
         return step
 
     def write(self, step: Step, done: Inpainting) -> None:
@@ -944,7 +948,7 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
                 undo = gr.Button("Undo")
                 redo = gr.Button("Redo")
             with gr.Row():
-                load_mask = gr.UploadButton("Load mask…", file_types=["image"], type="filepath")
+                load_mask = gr.UploadButton("Load mask…", file_types=["image"], type="filepath", elem_id="load_mask")
                 reuse_mask = gr.Button("Reuse last mask")
                 select = gr.Button("Select object")
             gr.Markdown(

@@ -265,3 +265,77 @@ def test_edit_loop_two_fills_undo_redo_on_a_big_photo(page, server, tmp_path):
     while folder.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not folder.exists()
+
+
+def photo_point(page, x: float, y: float, size: tuple[int, int]) -> tuple[float, float]:
+    """Where the photo's pixel (x, y) is on the screen: the editor's canvas shows the photo fitted and centred."""
+    canvas = page.locator("#editor canvas").first.bounding_box()
+    scale = min(canvas["width"] / size[0], canvas["height"] / size[1])
+    left = canvas["x"] + (canvas["width"] - size[0] * scale) / 2
+    top = canvas["y"] + (canvas["height"] - size[1] * scale) / 2
+    return left + x * scale, top + y * scale
+
+
+def test_loaded_mask_and_the_last_mask_are_filled_exactly(page, tmp_path):
+    """Load mask: a thin mask on a photo bigger than the editor's copy is shown as paint and filled exactly as the
+    file says (kept at full size on the server); Reuse last mask on the next photo fills it again."""
+    photo_path = tmp_path / "big.jpg"
+    Image.fromarray(data.astronaut()).resize((2400, 1800), Image.Resampling.BICUBIC).save(photo_path, quality=90)
+    mask = np.zeros((1800, 2400), np.uint8)
+    mask[900:902, 300:2100] = 255  # 2 pixels high: about 1 pixel of the editor's copy
+    mask[400:600, 1700:1750] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    next_path = tmp_path / "next.jpg"
+    Image.open(photo_path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(next_path, quality=90)
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        upload(page, photo_path)
+        page.locator("#load_mask input[type=file], input[type=file][data-testid=file-upload]").last.wait_for(
+            state="attached"
+        )
+        page.locator("#load_mask").locator("xpath=..").locator("input[type=file]").set_input_files(mask_path)
+        expect(page.get_by_text("Mask mask.png loaded").first).to_be_visible()
+        page.wait_for_timeout(1000)  # the editor gets the paint
+        _, used = inpaint_and_download(page)
+        upload(page, next_path)
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Reuse last mask", exact=True).click()
+        expect(page.get_by_text("Last mask reused").first).to_be_visible()
+        page.wait_for_timeout(1000)
+        result, used_again = inpaint_and_download(page)
+    app = app_module()
+    grown = cv2.dilate(mask, np.ones((2 * app.DEFAULT_DILATE + 1,) * 2, np.uint8))  # Grow mask, 4 px
+    np.testing.assert_array_equal(used, grown)
+    np.testing.assert_array_equal(used_again, grown)
+    photo = np.asarray(Image.open(next_path))
+    np.testing.assert_array_equal(result[grown == 0], photo[grown == 0])
+
+
+def test_select_object_by_dragging_a_box(page, tmp_path):
+    """A red disc on a textured green background: a brush stroke from one corner of its box to the other, Select
+    object, Inpaint: the mask used is the disc (grown by 4 px). Threshold 0.85: the disc's edge pixels and the
+    4-pixel growth (about 0.08 of the area at this radius) are the expected differences."""
+    rng = np.random.default_rng(0)
+    size = (1200, 900)
+    rows, columns = np.mgrid[: size[1], : size[0]]
+    disc = (columns - 700) ** 2 + (rows - 400) ** 2 <= 150**2
+    pixels = np.stack([60 + 0 * rows, 140 + 30 * np.sin(columns / 17), 70 + 0 * rows], axis=-1).astype(float)
+    pixels[disc] = (200, 50, 40)
+    pixels += rng.normal(0, 10, pixels.shape)
+    photo_path = tmp_path / "disc.png"
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(photo_path)
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        upload(page, photo_path)
+        page.get_by_label("Brush", exact=True).click()
+        start, end = photo_point(page, 520, 220, size), photo_point(page, 880, 580, size)
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(*end, steps=12)
+        page.mouse.up()
+        page.get_by_role("button", name="Select object", exact=True).click()
+        expect(page.get_by_text("Selected").first).to_be_visible()
+        page.wait_for_timeout(1000)
+        _, used = inpaint_and_download(page)
+    hole = used > 0
+    iou = (hole & disc).sum() / (hole | disc).sum()
+    assert iou > 0.85, iou
