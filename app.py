@@ -744,7 +744,8 @@ class Events:
         again with the downloads; the last yield is complete (what API clients get).
 
         ``step_token`` names the state the editor shows (its background a copy of that state): the fill works on
-        that state at full size. Without it (API calls), the editor value's background is a new photo.
+        that state at full size. Without it (API calls), the editor value's background is a new photo; a token of a
+        state the session no longer has is refused.
         """
         history = self.sessions.get(request)
         photo, hole_mask = self.photo_and_hole(history, editor_value, step_token)
@@ -765,6 +766,11 @@ class Events:
         editor_value = editor_value or {}
         layers = editor_value.get("layers") or []
         step = history.find(step_token)
+        if step is None and step_token:  # never the editor's 1024-pixel copy taken for the photo, silently
+            raise user_error(
+                "This photo's history is no longer on the server (the app restarted, or the session was idle for "
+                "an hour). Upload the photo again."
+            )
         if step is None:
             photo = editor_value.get("background")
             check_photo(photo, self.max_megapixels)

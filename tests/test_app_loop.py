@@ -239,6 +239,15 @@ def test_last_mask_is_reused_on_the_next_photo(events, big_photo_path, tmp_path)
     np.testing.assert_array_equal(read(result)[~hole], read(flipped)[~hole])
 
 
+def test_a_state_the_session_no_longer_has_is_refused(events, big_photo_path):
+    """After a restart the page still holds its token: the editor's copy is never taken for the photo."""
+    value, token, *_ = events.upload(str(big_photo_path), SESSION)
+    sent = as_sent(value, layer((app.EDIT_SIDE, 683), (5, 5, 9, 9)))
+    events.sessions.close(SESSION)
+    with pytest.raises(gr.Error, match="history is no longer on the server"):
+        run(events, sent, token)
+
+
 def test_mask_errors_are_messages(events, big_photo_path, tmp_path):
     with pytest.raises(gr.Error, match="Upload a photo first"):
         events.reuse_mask(None, "no-such-state", SESSION)
