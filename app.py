@@ -498,6 +498,14 @@ class History:
         self.steps, self.position = [step], 0
         return step
 
+    def upload_downloads(self, step: Step) -> None:
+        """The downloads of the uploaded photo's state: the file as uploaded (its pixels, exactly) and a mask.png
+        with nothing filled; the mask is written the first time the state is shown again (after Undo)."""
+        if step.mask is None and step.summary == "":
+            mask = step.folder / "mask.png"
+            save_download(Image.new("L", step.size, 0), mask, {})
+            step.mask = mask
+
     def push(self, done: Inpainting) -> Step:
         """A fill's result becomes the current state (copies written now; the full size by :meth:`write`)."""
         for dropped in self.steps[self.position + 1 :]:
@@ -870,13 +878,15 @@ class Events:
         return {"background": str(step.copy), "layers": [], "composite": None}
 
     def shown(self, history: History, step: Step) -> Shown:
-        """The outputs for the current state ``step``: what the page shows, the downloads (None for the upload),
-        the editor value (the state's copy, nothing painted) and the state's token."""
+        """The outputs for the current state ``step``: what the page shows, the downloads (the current state at
+        full size and the mask of the fill that made it; for the uploaded photo, its file and an empty mask), the
+        editor value (the state's copy, nothing painted) and the state's token."""
+        history.upload_downloads(step)
         written = step.mask is not None and step.mask.is_file()
         downloads = [str(step.photo), str(step.mask)] if written else None
         summary = step.summary or "The uploaded photo."
         shown, mask_shown = str(step.shown), str(step.mask_shown) if step.mask_shown is not None else None
-        if written and max(step.size) <= SCREEN_SIDE:  # small enough: shown as the lossless download itself
+        if written and step.summary and max(step.size) <= SCREEN_SIDE:  # shown as the lossless download itself
             shown, mask_shown = downloads
         comparison = (str(history.before), shown)
         return shown, summary, downloads, comparison, mask_shown, self.editor_value(step), step.token

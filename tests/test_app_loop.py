@@ -109,8 +109,10 @@ def test_fills_build_on_each_other_and_undo_redo_are_exact(events, big_photo_pat
     np.testing.assert_array_equal(read(undone), one)
     np.testing.assert_array_equal(read(undone_mask), read(mask1))
     assert undo_seconds < 1.0  # files already written: Undo only points at them
-    _, _, downloads, _, _, _, token = events.undo(SESSION)
-    assert downloads is None and token == value_token(events)  # the uploaded photo: nothing to download
+    _, _, (photo_file, empty), _, _, _, token = events.undo(SESSION)
+    assert token == value_token(events)  # the uploaded photo: its file as uploaded, and nothing filled
+    np.testing.assert_array_equal(read(photo_file), photo)
+    assert read(empty).shape == photo.shape[:2] and not read(empty).any()
     with pytest.raises(gr.Error, match="Nothing to undo"):
         events.undo(SESSION)
     events.redo(SESSION)
