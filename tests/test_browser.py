@@ -18,7 +18,7 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from skimage import data
 
-from pconv_hf import PConvUNet
+from pconv_hf import PConvUNet, images
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -339,3 +339,24 @@ def test_select_object_by_dragging_a_box(page, tmp_path):
     hole = used > 0
     iou = (hole & disc).sum() / (hole | disc).sum()
     assert iou > 0.85, iou
+
+
+def test_heic_photo_from_a_phone(page, tmp_path):
+    """A HEIC photo goes through the photo box (the browser cannot show it; the editor gets a JPEG copy) and the
+    download keeps its EXIF."""
+    photo = Image.fromarray(data.coffee())
+    exif = photo.getexif()
+    exif[0x010F] = "Phone maker"
+    photo_path = tmp_path / "phone.heic"
+    photo.save(photo_path, exif=exif.tobytes())
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        upload(page, photo_path)
+        paint_stroke(page)
+        links = page.locator("#downloads a[href]")
+        result, mask = inpaint_and_download(page)
+        response = page.request.get(links.first.get_attribute("href"))
+    with Image.open(io.BytesIO(response.body())) as download:
+        assert download.getexif().get(0x010F) == "Phone maker"
+    hole = mask > 0
+    assert result.shape == (400, 600, 3) and 0 < hole.mean() < 0.2
+    np.testing.assert_array_equal(result[~hole], np.asarray(images.open_image(photo_path))[~hole])
