@@ -29,27 +29,12 @@ from pconv_hf.evaluation_native import (
     list_photos,
     make_cases,
     model_fill,
+    parse_inpaint_options,
     read_cases,
     run_protocol,
     summarize,
     write_results,
 )
-
-
-def parse_options(text: str) -> dict:
-    options = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                continue
-        if value in ("True", "False"):
-            value = value == "True"
-        options[key] = value
-    return options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default=None, help="write rows, summary and table here")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max_photos", type=int, default=None, help="only the first N photos (a quick look)")
+    parser.add_argument("--kinds", default=None, help="only these mask kinds, comma-separated (a quick look)")
     return parser.parse_args(argv)
 
 
@@ -78,11 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         if masks.is_dir() and any(masks.glob("*.png"))
         else make_cases(photos, masks, masks_per_bucket=args.masks_per_bucket, seed=args.seed)
     )
+    if args.kinds:
+        cases = [case for case in cases if case.kind in args.kinds.split(",")]
     model = PConvUNet.from_pretrained(args.model).eval()
     methods = {}
     for spec in args.variant or ["default"]:
         name, _, options = spec.partition(":")
-        methods[name] = model_fill(model, **parse_options(options))
+        methods[name] = model_fill(model, **parse_inpaint_options(options))
     for other in args.compare:
         methods[Path(other).name] = model_fill(PConvUNet.from_pretrained(other).eval())
     methods.update({label: fill for label, fill in BASELINES.values()})

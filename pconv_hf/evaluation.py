@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _cli
+from . import _cli, evaluation_native
 from ._cli import CliError
 from .data import eval_samples, example_id, iter_examples, load_examples
 from .images import BadImageError, center_crop_resize, decode_image, to_tensor
@@ -34,6 +34,7 @@ from .model import PConvUNet, autocast_dtype, compose, default_device, eval_mode
 from .visualize import grid_samples, image_grid, masked_input
 
 PROG = "pconv-evaluate"
+PROTOCOLS = ("paper", "native")
 
 BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes)}
 
@@ -41,6 +42,13 @@ BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes)}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="paper",
+        help="paper: 256-px crops with the paper's irregular masks (this page); native: photos at their own size "
+        "with object-removal masks (see `pconv-evaluate --protocol native --help`).",
     )
     parser.add_argument("--model", required=True, help="Saved PConvUNet folder or Hub id.")
     parser.add_argument("--data", required=True, help="Folder of images (sorted), datasets folder or Hub dataset id.")
@@ -182,7 +190,12 @@ def comparison_grid(methods: dict, samples: list, device: torch.device):
 def main(argv: list[str] | None = None) -> None:
     """The command line (``sys.argv[1:]`` when None): exit status 0 on success (the results are in
     ``--output_dir``; :func:`run` returns them to code). A problem the user can fix ends the program with a
-    one-line message and exit status 1."""
+    one-line message and exit status 1. ``--protocol native`` runs :mod:`pconv_hf.evaluation_native` instead."""
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--protocol", choices=PROTOCOLS, default="paper")
+    if chooser.parse_known_args(argv)[0].protocol == "native":
+        evaluation_native.main(argv)
+        return
     args = parse_args(argv)
     _cli.run(PROG, lambda: run(args))
 

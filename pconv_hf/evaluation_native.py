@@ -1,7 +1,7 @@
 """The native-size protocol: photos at their own size with object-removal masks, scored on the hole.
 
-    pconv-evaluate --protocol native --model DIR --data DIR [DIR ...] [--baselines telea,ns,unet:DIR] \
-        [--masks_per_bucket 1] [--masks DIR] [--output_dir DIR] [--inpaint_options strategy=crop,resolution=1024]
+    pconv-evaluate --protocol native --data DIR [DIR ...] --output_dir OUT [--model DIR] [--masks DIR] \
+        [--baselines telea,ns,unet:DIR] [--masks_per_bucket 1] [--inpaint_options strategy=crop,resolution=1024]
 
 The paper's protocol (``pconv_hf.evaluation``) scores 256-px crops; people fill 1-16 MP photos. Here every photo
 of ``--data`` is used at its own size (EXIF-upright), in three size classes (<= 1 MP, 1-4 MP, > 4 MP). Each photo
@@ -16,6 +16,7 @@ through ``inpaint()``, OpenCV Telea and Navier-Stokes, other saved models) fills
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -32,6 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from . import _cli
 from .images import list_images, open_image, to_hole_mask
 from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
 from .metrics import lpips, lpips_available, ssim
@@ -294,3 +296,93 @@ def write_results(rows: list[dict], summary: dict, output_dir: str | Path, table
         writer.writerows(rows)
     (output_dir / "native_results.json").write_text(json.dumps(summary, indent=2))
     (output_dir / "native_table.md").write_text(table + "\n")
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+PROG = "pconv-evaluate --protocol native"
+
+
+def parse_inpaint_options(text: str) -> dict:
+    """``"strategy=crop,resolution=1024,refine=False"`` -> ``inpaint()`` keyword arguments (ints, floats and
+    booleans converted)."""
+    options: dict = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"inpaint options must be key=value pairs separated by commas, got {item!r}")
+        converted: object = value
+        if value in ("True", "False"):
+            converted = value == "True"
+        else:
+            for kind in (int, float):
+                try:
+                    converted = kind(value)
+                    break
+                except ValueError:
+                    continue
+        options[key] = converted
+    return options
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--protocol", choices=["native"], default="native", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help="saved PConvUNet folder or Hub id (default: the bundled model)")
+    parser.add_argument("--data", nargs="+", required=True, help="folders of held-out photos at their own size")
+    parser.add_argument("--output_dir", required=True, help="gets masks/ (unless --masks), rows, summary, table")
+    parser.add_argument("--masks", default=None, help="a mask folder written by an earlier run, to compare on")
+    parser.add_argument("--masks_per_bucket", type=int, default=1, help="masks per photo and hole-ratio bucket")
+    parser.add_argument("--seed", type=int, default=2026, help="mask seed")
+    parser.add_argument("--baselines", default="telea,ns", help="comma-separated: telea, ns, unet:DIR; '' for none")
+    parser.add_argument("--inpaint_options", default="", help="inpaint() options for the model, key=value,...")
+    parser.add_argument("--no_lpips", action="store_true", help="skip LPIPS")
+    _cli.add_runtime_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def build_methods(args: argparse.Namespace) -> dict[str, FillFn]:
+    options = {**parse_inpaint_options(args.inpaint_options), "dtype": args.dtype}
+    model = _cli.load_model(args.model, args.device)
+    methods = {"PConvUNet": model_fill(model, **options)}
+    for spec in filter(None, (part.strip() for part in args.baselines.split(","))):
+        if spec.startswith("unet:"):
+            other = _cli.load_model(spec[5:], args.device, flag="--baselines unet:")
+            methods[Path(spec[5:]).name] = model_fill(other, **options)
+        elif spec in BASELINES:
+            label, fill = BASELINES[spec]
+            methods[label] = fill
+        else:
+            raise ValueError(f"--baselines: unknown method {spec!r}; use telea, ns or unet:DIR")
+    return methods
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the protocol as ``args`` say; write the results to ``--output_dir`` and return the summary."""
+    if args.masks_per_bucket < 1 or args.masks_per_bucket > 100:
+        raise ValueError(f"--masks_per_bucket must be from 1 to 100, got {args.masks_per_bucket}")
+    photos = list_photos(args.data)
+    methods = build_methods(args)
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {str(output_dir)!r} exists and is not a folder")
+    if args.masks:
+        cases = read_cases(photos, args.masks)
+    else:
+        cases = make_cases(photos, output_dir / "masks", masks_per_bucket=args.masks_per_bucket, seed=args.seed)
+    rows = run_protocol(methods, cases, with_lpips=False if args.no_lpips else None)
+    summary = summarize(rows)
+    models = [name for name in methods if name not in ("Telea", "Navier-Stokes")]
+    table = format_native_table(summary) + "\n\nMargin over the better of Telea / Navier-Stokes: PSNR dB / SSIM / "
+    table += "LPIPS %\n\n" + format_margins(summary, models)
+    write_results(rows, summary, output_dir, table)
+    print(table)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: exit status 0 on success, a one-line message and 1 for a problem the user can fix."""
+    args = parse_args(argv)
+    _cli.run(PROG, lambda: run(args))

@@ -1,6 +1,8 @@
 """Photos at their own size: object-removal masks, the native-size protocol, the native strategy and its
 windows (native scale, coarse to fine, downscaled beyond the budget), and native-scale training crops."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -298,3 +300,43 @@ def test_shipped_model_beats_an_untrained_twin_at_native_size(astronaut):
             assert np.array_equal(np.asarray(result)[~hole], photo[~hole])
             scores[name].append(hole_metrics(np.asarray(result), photo, hole, with_lpips=False)["psnr"])
     assert np.mean(scores["shipped"]) > np.mean(scores["twin"]) + 3
+
+
+def test_pconv_evaluate_runs_the_native_protocol(tmp_path, astronaut, model_dir, capsys):
+    from pconv_hf import evaluation
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut[:256, :320]).save(photos / "a.png")
+    common = ["--protocol", "native", "--model", str(model_dir), "--data", str(photos), "--no_lpips"]
+    evaluation.main([*common, "--output_dir", str(tmp_path / "first"), "--baselines", "telea", "--device", "cpu"])
+    table = (tmp_path / "first" / "native_table.md").read_text()
+    assert "| <=1 MP | all | 4 |" in table and "PConvUNet" in table and "Telea" in table
+    assert len(list((tmp_path / "first" / "masks").glob("*.png"))) == len(OBJECT_BUCKETS)
+    # A second run on the saved masks scores the same holes: the same Telea numbers.
+    evaluation.main(
+        [
+            *common,
+            "--output_dir",
+            str(tmp_path / "second"),
+            "--masks",
+            str(tmp_path / "first" / "masks"),
+            "--baselines",
+            "telea",
+            "--inpaint_options",
+            "strategy=crop",
+        ]
+    )
+    first = (tmp_path / "first" / "native_results.json").read_text()
+    second = (tmp_path / "second" / "native_results.json").read_text()
+
+    for metric in ("psnr", "ssim", "count"):
+        assert json.loads(first)["all"]["all"]["Telea"][metric] == json.loads(second)["all"]["all"]["Telea"][metric]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation.main([*common, "--output_dir", str(tmp_path / "third"), "--baselines", "telea,gimp"])
+    assert exit_info.value.code == 1
+    assert "unknown method 'gimp'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluation.main([*common, "--output_dir", str(tmp_path / "x"), "--inpaint_options", "strategy"])
+    assert "key=value" in capsys.readouterr().err
