@@ -40,6 +40,8 @@ from .windows import (
 )
 
 Strategy = Literal["native", "crop", "resize", "full"]
+REFINE_BAND = 0.5
+"""Width of the band the coarse-to-fine pass refills along a hole's edge, as a fraction of ``reach``."""
 
 MAX_DILATE = 4096
 """Largest ``dilate`` (pixels)."""
@@ -331,7 +333,7 @@ def _refine(
         rgb, hole = source.crop_rgb(window.box), _crop(hole_mask, window.box)
         rgb = np.where(hole[..., None], fills[i], rgb)
         inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
-        band = hole & (inside <= reach / 2 / window.scale)
+        band = hole & (inside <= REFINE_BAND * reach / window.scale)
         images.append(rgb)
         holes.append(band)
         bands.append(band)
