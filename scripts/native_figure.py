@@ -1,7 +1,7 @@
 """Crops at 100 % zoom of fills at a photo's own size: the old default (crop windows at 256 px), the native
 strategy (the default) and OpenCV Telea, beside the original.
 
-    python scripts/native_figure.py --photo data/photos-full/holdout/<photo>.jpg --out docs/native-crops.png \
+    python scripts/native_figure.py --photo data/photos-full/holdout/<photo>.jpg --out native-crops.png \
         [--kind stroke --bucket 0.01,0.05 --seed 3 --crop 480]
 
 One object-removal mask (``pconv_hf.masks.object_mask``) is drawn on the photo; the figure shows a ``--crop``-px

@@ -40,7 +40,15 @@ def default_model() -> PConvUNet:
 
 def test_default_checkpoint_is_small_and_safetensors_only():
     files = sorted(path.name for path in pconv_hf.DEFAULT_CHECKPOINT.iterdir())
-    assert files == ["CREDITS.md", "README.md", "config.json", "model.safetensors", "samples.png", "seams.png"]
+    assert files == [
+        "CREDITS.md",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "native-crops.jpg",
+        "samples.png",
+        "seams.png",
+    ]
     # The paper's width (base_channels 64) at layer_size 7 is 25.8 M parameters: 49 MiB in float16.
     assert (pconv_hf.DEFAULT_CHECKPOINT / "model.safetensors").stat().st_size <= 56 * 2**20
 
