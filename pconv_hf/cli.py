@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import get_args
 
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace) -> None:
 
     model = load_model(args.model, args.device) if jobs else None
     if model is not None:  # the options, checked once by inpaint itself on an empty 1-pixel photo
-        inpaint(model, np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool), **_options(args))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "the mask fills nothing": it is meant to
+            inpaint(model, np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), bool), **_options(args))
     start = time.perf_counter()
     done = 0
     for image_path, mask_path, out_path in tqdm(jobs, desc="inpainting", unit="photo", disable=not folder_mode):

@@ -393,6 +393,7 @@ def save_image(
     if image_format is None:
         raise ValueError(f"cannot tell the image format of {path.name!r}; use {', '.join(WRITE_FORMATS)}")
     check_quality(quality, image_format)
+    quality = None if quality is None else int(quality)
     notes: list[str] = []
     pixels = _writable_mode(image, image_format, path.name, notes)
     options = _metadata_options(pixels, image_format, image if like is None else like, path.name, notes)

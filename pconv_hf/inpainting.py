@@ -164,6 +164,9 @@ def inpaint(
     hole_mask = to_hole_mask(mask, source.height, source.width)
     hole_mask = grow_mask(hole_mask, dilate)
     if not hole_mask.any():
+        warnings.warn(
+            "the mask fills nothing (no white / nonzero, opaque pixel): the image comes back unchanged", stacklevel=2
+        )
         return source.compose([])
     if hole_mask.all():
         grown = f" once grown by dilate={dilate}" if dilate else ""

@@ -65,6 +65,7 @@ def files(tmp_path_factory, astronaut) -> dict[str, Path]:
     black_paint = np.zeros((HEIGHT, WIDTH, 4), np.uint8)
     black_paint[BOX] = (0, 0, 0, 255)  # black paint on a transparent layer
     save("black_paint.png", Image.fromarray(black_paint))
+    save("transparent.png", Image.new("RGBA", (WIDTH, HEIGHT), (255, 255, 255, 0)))  # an unpainted layer
     save("small_mask.png", Image.fromarray(_box_mask()[:50, :60]))
     save("float01.tif", Image.fromarray(grey.astype(np.float32) / 255))
     save("float255.tif", Image.fromarray(grey.astype(np.float32)))
@@ -289,6 +290,18 @@ CLI_CASES = {
             or pytest.fail(err)
         ),
     ),
+    "fully transparent mask": Case(
+        ["--image", "{photo.png}", "--mask", "{transparent.png}", "-o", "{out}/result.png", *BASE],
+        check=lambda out, err: (
+            np.array_equal(written(out), np.asarray(Image.open(_FILES[0]["photo.png"]))) or pytest.fail("changed"),
+            [line for line in err.splitlines() if "warning" in line]
+            == [
+                "pconv-inpaint: warning: the mask fills nothing (no white / nonzero, opaque pixel): the image comes "
+                "back unchanged"
+            ]
+            or pytest.fail(err),
+        ),
+    ),
     "unicode path": Case(
         ["--image", "{unicode фото ü.png}", "--mask", "{mask.png}", "-o", "{out}/résultat.png", *BASE],
         check=lambda out, err: (out / "résultat.png").is_file() or pytest.fail("missing"),
@@ -485,7 +498,8 @@ def test_python_api_refusals(name, files, tiny_model):
 def test_python_api_odd_but_valid_inputs(files, tiny_model, tmp_path):
     photo = np.asarray(Image.open(files["photo.png"]))
     hole = _box_mask() > 0
-    same = pconv_hf.inpaint(photo, np.zeros_like(hole), model=tiny_model)
+    with pytest.warns(UserWarning, match="the mask fills nothing"):
+        same = pconv_hf.inpaint(photo, np.zeros_like(hole), model=tiny_model)
     assert np.array_equal(same, photo)  # an empty mask changes nothing
     by_numpy_int = pconv_hf.inpaint(photo, hole, model=tiny_model, dilate=np.int64(3))
     assert np.array_equal(by_numpy_int, pconv_hf.inpaint(photo, hole, model=tiny_model, dilate=3))
