@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from .images import ImageLike, open_image, to_hole_mask
-from .model import autocast_dtype, eval_mode
+from .runtime import autocast_dtype, eval_mode
 from .windows import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_REACH,

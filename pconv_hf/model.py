@@ -7,16 +7,11 @@ holes filled with mid-grey.
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import copy
 import math
 import os
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlparse
+from typing import Any, Literal
 
 import safetensors.torch
 import torch
@@ -27,106 +22,31 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntry
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .hub import CONFIG_NAME, MODEL_CARD_TEMPLATE, PAPER_URL, WEIGHTS_NAME, hub_reachable
+from .images import ImageLike
+from .inpainting import inpaint as _inpaint
 from .layers import PartialConv2d, valid_channel_count
+from .onnx import export_onnx as _export_onnx
+from .runtime import DTYPES, autocast_dtype, default_device, eval_mode, native_bf16
 
-if TYPE_CHECKING:
-    from .images import ImageLike
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-PAPER_URL = "https://arxiv.org/abs/1804.07723"
-
-MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# PConvUNet
-
-Image inpainting with partial convolutions ([Liu et al. 2018]({{ paper_url }})), saved with
-[pconv_hf](https://github.com/pconv-hf/pconv_hf).
-
-```python
-from pconv_hf import PConvUNet
-
-model = PConvUNet.from_pretrained("{{ repo_id | default('path/to/this/folder', true) }}")
-result = model.inpaint("photo.jpg", "mask.png")  # white in the mask = area to fill
-result.save("filled.png")
-```
-{% if training %}
-## Training
-
-{{ training }}
-{% endif %}"""
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""Names of the autocast dtypes the command lines accept (float32 = no autocast), besides "auto"."""
-
-
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 (Ampere and later), or an x86 CPU with
-    AVX-512 BF16 or AMX (read from /proc/cpuinfo; other CPUs and systems count as without)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-    return False
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def autocast_dtype(dtype: torch.dtype | str | None, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for a forward pass on ``device``: ``"auto"`` is bf16 where the device computes it
-    natively (:func:`native_bf16`), else None (the model's own float32); a name of :data:`DTYPES` or a
-    ``torch.dtype`` is taken as given (``torch.float32`` and ``"float32"`` mean no autocast)."""
-    if isinstance(dtype, str):
-        if dtype == "auto":
-            return torch.bfloat16 if native_bf16(device) else None
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a torch.dtype, got {dtype!r}")
-        return DTYPES[dtype]
-    if dtype is None or dtype == torch.float32:
-        return None
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a float torch.dtype, got {dtype!r}")
-    return dtype
+__all__ = [  # the runtime helpers are re-exported for code that imported them from here
+    "DTYPES",
+    "PConvUNet",
+    "add_boundary_blend",
+    "autocast_dtype",
+    "compose",
+    "count_parameters",
+    "default_device",
+    "eval_mode",
+    "native_bf16",
+    "widen",
+]
 
 
 def compose(image: torch.Tensor, valid_mask: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """The paper's composite ``I_comp``: the known pixels of ``image`` (``valid_mask`` 1) and the network's
     ``output`` in the holes (``valid_mask`` 0)."""
     return valid_mask * image + (1 - valid_mask) * output
-
-
-@contextlib.contextmanager
-def eval_mode(model: object) -> Iterator[None]:
-    """Run a PyTorch module in eval mode (BatchNorm's running statistics) and give it its mode back afterwards;
-    anything else (an ONNX Runtime session, a plain function) runs as it is."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 # The paper's encoder: kernel sizes of the first layers, 3x3 for the rest; channels double up to 8x base.
@@ -433,15 +353,11 @@ class PConvUNet(
 
     def inpaint(self, image: ImageLike, mask: ImageLike, **kwargs: Any) -> ImageLike:
         """Fill the white (nonzero) area of ``mask`` in ``image``; see :func:`pconv_hf.inpainting.inpaint`."""
-        from .inpainting import inpaint
-
-        return inpaint(self, image, mask, **kwargs)
+        return _inpaint(self, image, mask, **kwargs)
 
     def export_onnx(self, path: str | os.PathLike, opset: int | None = None) -> Path:
         """Write the network as an ONNX file for ONNX Runtime; see :func:`pconv_hf.onnx.export_onnx`."""
-        from .onnx import export_onnx
-
-        return export_onnx(self, path, opset=opset)
+        return _export_onnx(self, path, opset=opset)
 
     # --- Hub I/O -------------------------------------------------------------------------------------------
 
@@ -461,7 +377,7 @@ class PConvUNet(
             raise ValueError(f"{model_id!r} is not a directory (expected a saved model folder or a Hub id 'user/name')")
         elif not (hub_constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")):
             # Unreachable but cached: load from the cache instead of waiting for huggingface_hub's retries.
-            kwargs["local_files_only"] = not _hub_reachable(model_id, kwargs.get("cache_dir"), kwargs.get("revision"))
+            kwargs["local_files_only"] = not hub_reachable(model_id, kwargs.get("cache_dir"), kwargs.get("revision"))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, ConnectionError) as err:
@@ -532,48 +448,16 @@ class PConvUNet(
                 file); loading casts back to the model's dtype.
             **kwargs: passed to ``PyTorchModelHubMixin.save_pretrained`` (``push_to_hub``, ``repo_id``, ...).
         """
-        self._weights_dtype = weights_dtype
-        try:
+        if weights_dtype is None:
             return super().save_pretrained(save_directory, **kwargs)
-        finally:
-            self._weights_dtype = None
+        # A copy in that dtype writes itself: floating-point parameters and buffers cast, integer ones kept.
+        stored = copy.deepcopy(self).to(dtype=weights_dtype)
+        return super(PConvUNet, stored).save_pretrained(save_directory, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        dtype = getattr(self, "_weights_dtype", None)
-        state_dict = {
-            name: (tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor).contiguous()
-            for name, tensor in self.state_dict().items()
-        }
+        state_dict = {name: tensor.contiguous() for name, tensor in self.state_dict().items()}
         # Written by us, not safetensors.torch.save_file, which (0.8) leaves the file readable by its owner only.
         (save_directory / WEIGHTS_NAME).write_bytes(safetensors.torch.save(state_dict, metadata={"format": "pt"}))
-
-
-def _hub_reachable(model_id: str, cache_dir: str | Path | None, revision: str | None, timeout: float = 3.0) -> bool:
-    """Whether the Hub answers; when it does not and ``model_id`` is not cached either, raise at once.
-
-    Without this, an unreachable Hub costs minutes of retries before huggingface_hub gives up.
-    """
-    endpoint = urlparse(hub_constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    reachable = threading.Event()
-
-    def probe() -> None:
-        with contextlib.suppress(OSError), socket.create_connection((endpoint.hostname, port), timeout=timeout):
-            reachable.set()
-
-    thread = threading.Thread(target=probe, daemon=True)  # DNS look-ups ignore socket timeouts
-    thread.start()
-    thread.join(timeout + 1)
-    if reachable.is_set():
-        return True
-    try:
-        hf_hub_download(model_id, CONFIG_NAME, cache_dir=cache_dir, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, HFValidationError) as err:
-        raise ValueError(
-            f"could not load PConvUNet {model_id!r}: no such local directory, not in the local Hub cache, and "
-            f"the Hub ({hub_constants.ENDPOINT}) is unreachable; pass a saved model folder or connect"
-        ) from err
-    return False
 
 
 def count_parameters(model: nn.Module) -> int:

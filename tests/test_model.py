@@ -283,32 +283,32 @@ def test_unreachable_hub_still_loads_a_cached_model(unreachable_hub, tiny_model,
 
 
 def test_auto_dtype_picks_bf16_only_where_the_device_has_it(monkeypatch):
-    from pconv_hf import model as model_module
+    from pconv_hf import runtime
 
-    monkeypatch.setattr(model_module, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
-    assert model_module.autocast_dtype("auto", "cpu") == torch.bfloat16
-    monkeypatch.setattr(model_module, "_cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_tile"}))
-    assert model_module.autocast_dtype("auto", "cpu") == torch.bfloat16
-    monkeypatch.setattr(model_module, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    assert model_module.autocast_dtype("auto", "cpu") is None
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert runtime.autocast_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert runtime.autocast_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert runtime.autocast_dtype("auto", "cpu") is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert model_module.autocast_dtype("auto", "cuda") == torch.bfloat16
+    assert runtime.autocast_dtype("auto", "cuda") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert model_module.autocast_dtype("auto", "cuda:0") is None
-    assert model_module.autocast_dtype("auto", "mps") is None
+    assert runtime.autocast_dtype("auto", "cuda:0") is None
+    assert runtime.autocast_dtype("auto", "mps") is None
     # Explicit choices are taken as given, whatever the device.
-    assert model_module.autocast_dtype("float32", "cuda") is None
-    assert model_module.autocast_dtype(torch.float32, "cpu") is None
-    assert model_module.autocast_dtype("bfloat16", "cpu") == torch.bfloat16
-    assert model_module.autocast_dtype(torch.float16, "cpu") == torch.float16
+    assert runtime.autocast_dtype("float32", "cuda") is None
+    assert runtime.autocast_dtype(torch.float32, "cpu") is None
+    assert runtime.autocast_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert runtime.autocast_dtype(torch.float16, "cpu") == torch.float16
     with pytest.raises(ValueError, match="'fp8'"):
-        model_module.autocast_dtype("fp8", "cpu")
+        runtime.autocast_dtype("fp8", "cpu")
 
 
 def test_inpaint_auto_dtype_follows_the_decision(monkeypatch, tiny_model):
     """inpaint()'s default runs the forward pass under the autocast dtype the decision function picks."""
-    from pconv_hf import model as model_module
+    from pconv_hf import runtime
 
     seen = []
     original_forward = type(tiny_model).forward
@@ -322,7 +322,7 @@ def test_inpaint_auto_dtype_follows_the_decision(monkeypatch, tiny_model):
     hole = np.zeros((64, 64), bool)
     hole[20:30, 20:30] = True
     for flags, expected in ((frozenset({"amx_bf16"}), torch.bfloat16), (frozenset({"avx2"}), None)):
-        monkeypatch.setattr(model_module, "_cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(runtime, "_cpu_flags", lambda flags=flags: flags)
         tiny_model.inpaint(photo, hole)
         assert seen[-1] == expected
     tiny_model.inpaint(photo, hole, dtype="float32")

@@ -1,0 +1,75 @@
+"""Where and how a model runs: the default device, the autocast dtype ("auto" = bf16 where the device computes it
+natively) and an eval-mode guard. Shared by inference, evaluation and training; knows nothing of the network."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Names of the autocast dtypes the command lines accept (float32 = no autocast), besides "auto"."""
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 (Ampere and later), or an x86 CPU with
+    AVX-512 BF16 or AMX (read from /proc/cpuinfo; other CPUs and systems count as without)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def autocast_dtype(dtype: torch.dtype | str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for a forward pass on ``device``: ``"auto"`` is bf16 where the device computes it
+    natively (:func:`native_bf16`), else None (the model's own float32); a name of :data:`DTYPES` or a
+    ``torch.dtype`` is taken as given (``torch.float32`` and ``"float32"`` mean no autocast)."""
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return torch.bfloat16 if native_bf16(device) else None
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a torch.dtype, got {dtype!r}")
+        return DTYPES[dtype]
+    if dtype is None or dtype == torch.float32:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be 'auto', {', '.join(map(repr, DTYPES))} or a float torch.dtype, got {dtype!r}")
+    return dtype
+
+
+@contextlib.contextmanager
+def eval_mode(model: object) -> Iterator[None]:
+    """Run a PyTorch module in eval mode (BatchNorm's running statistics) and give it its mode back afterwards;
+    anything else (an ONNX Runtime session, a plain function) runs as it is."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
