@@ -71,7 +71,7 @@ def test_onnx_runtime_matches_eager_pytorch(exported):
         assert (output - expected).abs().max().item() < TOLERANCE
 
 
-@pytest.mark.parametrize("strategy", ["crop", "resize", "full"])
+@pytest.mark.parametrize("strategy", ["native", "crop", "resize", "full"])
 def test_inpaint_through_onnx_matches_pytorch_and_keeps_known_pixels(exported, photo, hole, strategy):
     model, path = exported
     network = pconv_hf.load_model(path, device="cpu")
