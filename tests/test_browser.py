@@ -244,7 +244,7 @@ def test_edit_loop_two_fills_undo_redo_on_a_big_photo(page, server, tmp_path):
         redone, redone_mask = inpaint_and_download(page, "Redo")
         (folder,) = list(app.demo_sessions.root.glob("session-*"))
         kept = sorted(path.name for path in folder.glob("step-*"))
-        page.get_by_role("button", name="Undo", exact=True).click()
+        undone_again, _ = inpaint_and_download(page, "Undo")  # the oldest state kept
         page.get_by_role("button", name="Undo", exact=True).click()
         expect(page.get_by_text("Nothing to undo").first).to_be_visible()
 
@@ -255,6 +255,7 @@ def test_edit_loop_two_fills_undo_redo_on_a_big_photo(page, server, tmp_path):
     np.testing.assert_array_equal(second[~(hole1 | hole2)], photo[~(hole1 | hole2)])
     assert (second[hole1] != photo[hole1]).any()
     np.testing.assert_array_equal(undone, first)  # Undo: the previous state, exactly
+    np.testing.assert_array_equal(undone_again, first)
     np.testing.assert_array_equal(undone_mask, first_mask)
     np.testing.assert_array_equal(redone, second)  # Redo: the next one
     np.testing.assert_array_equal(redone_mask, second_mask)
