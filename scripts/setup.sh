@@ -26,6 +26,19 @@ feature_weights_path as p; raise SystemExit(not (a() and p('vgg16').is_file()))"
     PYTHON=.venv/bin/python bash scripts/fetch_feature_weights.sh
 fi
 
+# The browser page's runtime (pconv-export --web): the onnxruntime-web version pconv_hf/web/package-lock.json pins.
+if command -v npm >/dev/null 2>&1; then
+    web_stamp=pconv_hf/web/node_modules/.pconv_hf-installed
+    web_wanted=$(sha256sum pconv_hf/web/package-lock.json | cut -d' ' -f1)
+    if [ "$(cat "$web_stamp" 2>/dev/null)" != "$web_wanted" ]; then
+        echo "== installing onnxruntime-web (npm ci in pconv_hf/web)"
+        npm ci --prefix pconv_hf/web --no-audit --no-fund --ignore-scripts --loglevel=error
+        echo "$web_wanted" > "$web_stamp"
+    fi
+else
+    echo "== npm not found: pconv-export --web (and tests/test_web.py) need it; install Node.js and npm, rerun" >&2
+fi
+
 # The browser test drives Debian's chromium; install it when missing (needs root or sudo).
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
     echo "== installing chromium"

@@ -1,0 +1,238 @@
+"""The browser page: a static folder that fills photos with ONNX Runtime Web, and a local server for it.
+
+    pconv-export --web site/                      # the bundled model, fp16-stored weights (52 MB)
+    pconv-export --web site/ --quantize uint8     # dynamic uint8 weights (26 MB, slightly different fills)
+    pconv-export --serve site/                    # http://127.0.0.1:8000 with the headers wasm threads need
+
+The folder holds ``index.html``, the page's ES modules (``static/`` here, copied as they are: no build step),
+the ONNX Runtime Web runtime under ``ort/`` (copied from the pinned npm package in ``package.json`` next to this
+file, installed by ``npm ci``; never a CDN) and ``model.onnx`` with ``model.json`` (its config, size and hash).
+See docs/web.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+ORT_PACKAGE = "onnxruntime-web"
+ORT_DIST_ENV = "PCONV_HF_ORT_DIST"
+# The runtime files the page loads: the wasm build (always) and the WebGPU build (used when an adapter exists).
+ORT_FILES = (
+    "ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
+    "ort.webgpu.min.mjs",
+    "ort-wasm-simd-threaded.asyncify.mjs",
+    "ort-wasm-simd-threaded.asyncify.wasm",
+)
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "model.json"
+QUANTIZE_CHOICES = ("uint8",)
+# Initialisers with fewer elements (scalars, clip bounds, epsilons) stay float32: fp16 could change their value.
+MIN_FP16_ELEMENTS = 16
+# Whatever a static host serves; the local server adds what cross-origin isolation (wasm threads) needs.
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+# --- the runtime -------------------------------------------------------------------------------------------
+
+
+def pinned_ort_version() -> str:
+    """The onnxruntime-web version ``package.json`` pins."""
+    return json.loads((HERE / "package.json").read_text())["dependencies"][ORT_PACKAGE]
+
+
+def ort_dist(path: str | os.PathLike | None = None) -> Path:
+    """The folder holding ONNX Runtime Web's ``dist`` files: ``path``, ``$PCONV_HF_ORT_DIST``, or the npm install here.
+
+    Raises:
+        ValueError: saying how to install the pinned runtime when the files are not there.
+    """
+    candidates = [Path(path)] if path is not None else []
+    if path is None and os.environ.get(ORT_DIST_ENV):
+        candidates.append(Path(os.environ[ORT_DIST_ENV]))
+    if path is None:
+        candidates.append(HERE / "node_modules" / ORT_PACKAGE / "dist")
+    for folder in candidates:
+        if all((folder / name).is_file() for name in ORT_FILES):
+            return folder
+    missing = ", ".join(str(folder) for folder in candidates)
+    raise ValueError(
+        f"ONNX Runtime Web files ({', '.join(ORT_FILES[:3])}, ...) not found in {missing}; install the pinned "
+        f"runtime with `npm ci --prefix {HERE}` (bash scripts/setup.sh does it), or `npm install "
+        f"{ORT_PACKAGE}@{pinned_ort_version()}` elsewhere and pass --ort-dist .../node_modules/{ORT_PACKAGE}/dist"
+    )
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+
+
+def store_weights_fp16(model: Any) -> Any:
+    """An ONNX model whose float32 weights are stored as float16, each followed by a Cast back to float32.
+
+    The graph still computes in float32 and its inputs and outputs keep their types; only the file halves. Weights
+    that are float16 values already (the bundled model's) give bit-identical outputs.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    casts = []
+    for tensor in graph.initializer:
+        if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < MIN_FP16_ELEMENTS:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if not np.all(np.abs(values) <= np.finfo(np.float16).max):
+            continue
+        name = tensor.name
+        half = numpy_helper.from_array(values.astype(np.float16), f"{name}__fp16")
+        tensor.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=f"{name}__cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def write_web_model(source: Path, target: Path, quantize: str | None = None) -> None:
+    """``source`` (a pconv-export file) as the page's model: fp16-stored weights, or dynamic ``quantize`` weights."""
+    import onnx
+
+    from ..onnx import CONFIG_KEY
+
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
+    metadata = {entry.key: entry.value for entry in onnx.load(source, load_external_data=False).metadata_props}
+    if quantize is None:
+        model = store_weights_fp16(onnx.load(source))
+    else:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+        model = onnx.load(target)
+        present = {entry.key for entry in model.metadata_props}
+        for key, value in metadata.items():
+            if key not in present:
+                model.metadata_props.add(key=key, value=value)
+    if CONFIG_KEY not in {entry.key for entry in model.metadata_props}:
+        raise ValueError(f"{str(source)!r} is not a PConvUNet export (no {CONFIG_KEY!r} metadata); use pconv-export")
+    onnx.save(model, target)
+
+
+def manifest(model_path: Path, quantize: str | None) -> dict[str, Any]:
+    """What the page needs to know about the model: its config, file size and content hash (the cache key)."""
+    import onnx
+
+    from ..onnx import CONFIG_KEY
+
+    metadata = {entry.key: entry.value for entry in onnx.load(model_path, load_external_data=False).metadata_props}
+    config = json.loads(metadata[CONFIG_KEY])
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    return {
+        "file": model_path.name,
+        "bytes": model_path.stat().st_size,
+        "sha256": digest,
+        "weights": quantize or "float16",
+        "sample_size": config["sample_size"],
+        "size_multiple": 2 ** config["layer_size"],
+        "in_channels": config["in_channels"],
+        "onnxruntime_web": pinned_ort_version(),
+        "config": config,
+    }
+
+
+# --- the folder --------------------------------------------------------------------------------------------
+
+
+def build_web(
+    onnx_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    quantize: str | None = None,
+    ort_dist_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write the static page for ``onnx_file`` (a pconv-export file) into ``out_dir``.
+
+    ``out_dir`` must be missing, empty, or a folder this function wrote before (it holds ``model.json``); its
+    page, runtime and model are then replaced. Returns ``out_dir`` as a ``Path``.
+    """
+    out = Path(out_dir)
+    runtime = ort_dist(ort_dist_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
+        raise ValueError(
+            f"{str(out)!r} exists and is not an earlier pconv web folder (no {MANIFEST_FILE}); "
+            "give a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        staged = Path(scratch) / MODEL_FILE
+        write_web_model(Path(onnx_file), staged, quantize)
+        os.replace(staged, out / MODEL_FILE)
+    for page_file in sorted(STATIC.iterdir()):
+        if page_file.is_file():
+            shutil.copyfile(page_file, out / page_file.name)
+    (out / "ort").mkdir(exist_ok=True)
+    for name in ORT_FILES:
+        shutil.copyfile(runtime / name, out / "ort" / name)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest(out / MODEL_FILE, quantize), indent=2) + "\n")
+    return out
+
+
+# --- serving -----------------------------------------------------------------------------------------------
+
+
+class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with cross-origin isolation headers (wasm threads) and revalidation on every load."""
+
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+        ".onnx": "application/octet-stream",
+        ".json": "application/json",
+    }
+
+    def end_headers(self) -> None:
+        for key, value in ISOLATION_HEADERS.items():
+            self.send_header(key, value)
+        # The model is cached by the page (Cache Storage); the HTTP cache would only hide the requests.
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.server.request_log.append(self.path)
+        super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+def make_server(
+    folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False
+) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for the web folder (not started: call ``serve_forever``); port 0 picks a free one."""
+    folder = Path(folder)
+    if not (folder / "index.html").is_file() or not (folder / MANIFEST_FILE).is_file():
+        raise ValueError(f"{str(folder)!r} is not a pconv web folder (no index.html / {MANIFEST_FILE}); build one "
+                         "with pconv-export --web DIR")  # fmt: skip
+    server = http.server.ThreadingHTTPServer((host, port), partial(IsolatedHandler, directory=os.fspath(folder)))
+    server.quiet = quiet
+    server.request_log = []  # every path requested, in order
+    return server
