@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .feature_weights import TORCHVISION_CONV_INDICES, feature_weights_path, load_feature_weights
+from .features import alexnet_layers, vgg16_layers
 from .model import compose
 
 NETWORKS = ("vgg16", "alexnet")
@@ -45,36 +46,9 @@ class LossWeights:
     hole_mse: float = 0.0
 
 
-def _vgg16_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
-    # Same layers and indices as torchvision's vgg16().features[:17], so its state-dict keys load directly.
-    layers: list[nn.Module] = []
-    in_ch = 3
-    for block in ((64, 64), (128, 128), (256, 256, 256)):
-        for out_ch in block:
-            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            in_ch = out_ch
-        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-    # pool1, pool2, pool3 as in the paper.
-    return layers, (5, 10, 17)
-
-
-def _alexnet_layers() -> tuple[list[nn.Module], tuple[int, ...]]:
-    # Same layers and indices as torchvision's alexnet().features[:8].
-    layers: list[nn.Module] = [
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(64, 192, kernel_size=5, padding=2),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(192, 384, kernel_size=3, padding=1),
-        nn.ReLU(inplace=True),
-    ]
-    # pool1, pool2, relu3: three stages of decreasing resolution, comparable to VGG's pool1-3.
-    return layers, (3, 6, 8)
-
-
-_ARCHITECTURES = {"vgg16": _vgg16_layers, "alexnet": _alexnet_layers}
+# torchvision's features[:count] and the ends of the three stages the loss compares: pool1, pool2, pool3 of VGG16 as
+# in the paper; pool1, pool2, relu3 of AlexNet (three stages of decreasing resolution, comparable to VGG's).
+_ARCHITECTURES = {"vgg16": (vgg16_layers, 17, (5, 10, 17)), "alexnet": (alexnet_layers, 8, (3, 6, 8))}
 
 
 class FeatureExtractor(nn.Module):
@@ -99,7 +73,8 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         self.network = network
         self.weights = weights
-        layers, self.stage_ends = _ARCHITECTURES[network]()
+        build, count, self.stage_ends = _ARCHITECTURES[network]
+        layers = build(count, inplace=True)
         # Named "features" with torchvision's indices so checkpoint keys "features.<i>.*" map one to one.
         self.features = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

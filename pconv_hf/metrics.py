@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -22,13 +22,13 @@ from tqdm.auto import tqdm
 
 from pconv_hf import seams as seam_measures
 from pconv_hf.feature_weights import feature_weights_dir, feature_weights_path, load_feature_weights, missing_message
+from pconv_hf.features import alexnet_layers, vgg16_layers
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_index, bucket_label
 from pconv_hf.model import compose, eval_mode
+from pconv_hf.seams import ModelFn
 
 # PSNR of a perfect reconstruction is infinite; clamp so means over images stay finite.
 PSNR_MAX_DB = 100.0
-
-ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _check_pair(output: Tensor, target: Tensor) -> None:
@@ -72,41 +72,12 @@ LPIPS_MIN_SIZE = {"alexnet": 31, "vgg16": 16}
 _LPIPS_EPS = 1e-10
 
 
-def _lpips_alexnet_layers(device: torch.device | str | None) -> tuple[list[nn.Module], tuple[int, ...]]:
-    # torchvision's alexnet().features[:12], same indices; stages end at relu1 ... relu5.
-    layers: list[nn.Module] = [
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2, device=device),
-        nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(64, 192, kernel_size=5, padding=2, device=device),
-        nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(192, 384, kernel_size=3, padding=1, device=device),
-        nn.ReLU(),
-        nn.Conv2d(384, 256, kernel_size=3, padding=1, device=device),
-        nn.ReLU(),
-        nn.Conv2d(256, 256, kernel_size=3, padding=1, device=device),
-        nn.ReLU(),
-    ]
-    return layers, (2, 5, 8, 10, 12)
-
-
-def _lpips_vgg16_layers(device: torch.device | str | None) -> tuple[list[nn.Module], tuple[int, ...]]:
-    # torchvision's vgg16().features[:30], same indices; stages end at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
-    layers: list[nn.Module] = []
-    stage_ends = []
-    in_channels = 3
-    for block in ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)):
-        if layers:
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        for out_channels in block:
-            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, device=device), nn.ReLU()]
-            in_channels = out_channels
-        stage_ends.append(len(layers))
-    return layers, tuple(stage_ends)
-
-
-_LPIPS_ARCHITECTURES = {"alexnet": _lpips_alexnet_layers, "vgg16": _lpips_vgg16_layers}
+# torchvision's features[:count] and the ends of the five stages LPIPS compares: relu1 ... relu5 of AlexNet;
+# relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of VGG16.
+_LPIPS_ARCHITECTURES = {
+    "alexnet": (alexnet_layers, 12, (2, 5, 8, 10, 12)),
+    "vgg16": (vgg16_layers, 30, (4, 9, 16, 23, 30)),
+}
 
 
 class LPIPS(nn.Module):
@@ -130,7 +101,8 @@ class LPIPS(nn.Module):
         if net not in LPIPS_NETWORKS:
             raise ValueError(f"net must be one of {LPIPS_NETWORKS}, got {net!r}")
         self.net = net
-        layers, self.stage_ends = _LPIPS_ARCHITECTURES[net](device)
+        build, count, self.stage_ends = _LPIPS_ARCHITECTURES[net]
+        layers = build(count, device=device)
         # Named "features" with torchvision's indices so the converted keys "features.<i>.*" map one to one.
         self.features = nn.Sequential(*layers)
         # One 1x1 head (no bias) per stage, on the channels of the stage's last convolution; "lin<i>" in the file.

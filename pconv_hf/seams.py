@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+# What evaluate() and corner_ratio() run: (image, valid_mask) -> output, all (N,C,H,W); the one definition.
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 STROKE_ANGLES = tuple(range(5, 180, 9))  # 20 angles, none axis-aligned
