@@ -235,3 +235,26 @@ def test_imagenet_weights_load_from_converted_file(tmp_path, monkeypatch, networ
         assert torch.equal(value, state[key]), key
     assert "RANDOM" not in repr(extractor)
     assert not any(p.requires_grad for p in extractor.parameters())
+
+
+@pytest.mark.parametrize(("network", "total"), [("vgg16", 31), ("alexnet", 13)])
+def test_feature_layers_are_torchvisions_features(network, total):
+    """pconv_hf.features builds torchvision's feature layers (same indices, so the converted keys load); a prefix
+    builds only the layers asked for, drawing the same default initialisation as the whole network's start."""
+    from pconv_hf.feature_weights import TORCHVISION_CONV_INDICES
+    from pconv_hf.features import LAYER_BUILDERS
+
+    build = LAYER_BUILDERS[network]
+    reference = getattr(torchvision.models, network)().features
+    layers = torch.nn.Sequential(*build(total))
+    assert repr(layers) == repr(reference).replace("ReLU(inplace=True)", "ReLU()")
+    convs = tuple(i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d))
+    assert convs == TORCHVISION_CONV_INDICES[network]
+    torch.manual_seed(0)
+    whole = build(total)
+    torch.manual_seed(0)
+    prefix = build(5, inplace=True)
+    assert len(prefix) == 5 and isinstance(prefix[1], torch.nn.ReLU) and prefix[1].inplace
+    assert all(torch.equal(a.weight, b.weight) for a, b in zip(prefix, whole) if isinstance(a, torch.nn.Conv2d))
+    with pytest.raises(ValueError, match=f"count must be in \\[1, {total}\\].*got {total + 1}"):
+        build(total + 1)
