@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -123,7 +124,13 @@ def write_web_model(source: Path, target: Path, quantize: str | None = None) -> 
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser advises pre-processing on the root logger, for CNNs in vain
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
+        finally:
+            root.setLevel(level)
         model = onnx.load(target)
         present = {entry.key for entry in model.metadata_props}
         for key, value in metadata.items():
