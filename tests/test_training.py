@@ -5,6 +5,8 @@ Training runs are in-process (``main(argv)``) except the two-process DDP run, wh
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -28,6 +30,7 @@ from pconv_hf.images import BadImageError, decode_image  # noqa: E402
 from pconv_hf.losses import LossWeights  # noqa: E402
 from pconv_hf.masks import make_mask_source  # noqa: E402
 from pconv_hf.training import flatten_metrics, loss_weights_at  # noqa: E402
+from pconv_hf.training_config import TrainingConfig, build_parser  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "moon", "page")
 TINY = ["--resolution", "64", "--layer_size", "5", "--base_channels", "8", "--train_batch_size", "2",
@@ -65,6 +68,11 @@ def val_dir(tmp_path_factory) -> Path:
 
 def train(*extra: str) -> dict:
     return training.main([*TINY, *extra])
+
+
+def train_in_code(*extra: str) -> dict:
+    """As ``train``, through the library call (exceptions, not the command line's exit status)."""
+    return training.train(training.parse_args([*TINY, *extra]))
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -276,10 +284,10 @@ def test_channels_last_trains_the_same_model(photo_dir, tmp_path):
 def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "empty_pconv_hf_home"))
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as error:
-        train("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "2",
-              "--perceptual_network", "vgg16", "--perceptual_weights", "imagenet")
-    message = str(error.value.code)
+    with pytest.raises(FileNotFoundError) as error:
+        train_in_code("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "2",
+                      "--perceptual_network", "vgg16", "--perceptual_weights", "imagenet")
+    message = str(error.value)
     assert str(tmp_path / "empty_pconv_hf_home" / "features" / "vgg16-imagenet.safetensors") in message
     assert "bash scripts/fetch_feature_weights.sh" in message
     assert not out.exists()  # stopped before any data, model or output work
@@ -287,10 +295,10 @@ def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monk
 
 def test_non_finite_loss_stops_after_max_skipped_steps(photo_dir, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as error:
-        train("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "5",
-              "--perceptual_network", "none", "--lambda_hole", "nan", "--max_skipped_steps", "3")
-    assert "3 consecutive updates had a non-finite loss" in str(error.value.code)
+    with pytest.raises(training.NonFiniteLossError) as error:
+        train_in_code("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "5",
+                      "--perceptual_network", "none", "--lambda_hole", "nan", "--max_skipped_steps", "3")
+    assert "3 consecutive updates had a non-finite loss" in str(error.value)
     assert not list(out.glob("checkpoint-*"))
 
 
@@ -400,6 +408,75 @@ def test_init_from_a_narrower_model_widens_it(photo_dir, tmp_path):
           "--init_from", str(start), "--finetune", "--base_channels", "12")
     assert PConvUNet.from_pretrained(out).config["base_channels"] == 12
     assert weights(out)["encoder.0.conv.weight"].shape == (12, 3, 7, 7)
-    with pytest.raises(SystemExit, match="narrower than --init_from's 12"):
-        train("--train_data", str(photo_dir), "--output_dir", str(tmp_path / "narrow"), "--max_train_steps", "1",
-              "--perceptual_network", "none", "--init_from", str(out), "--base_channels", "8")
+    with pytest.raises(ValueError, match="narrower than --init_from's 12"):
+        train_in_code("--train_data", str(photo_dir), "--output_dir", str(tmp_path / "narrow"), "--max_train_steps",
+                      "1", "--perceptual_network", "none", "--init_from", str(out), "--base_channels", "8")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The settings: TrainingConfig and its flags
+
+REQUIRED = {"train_data": "photos", "output_dir": "out", "max_train_steps": 10}
+
+
+def test_flags_and_config_agree_on_every_default():
+    parser_defaults = vars(build_parser().parse_args(["--train_data", "photos", "--output_dir", "out",
+                                                      "--max_train_steps", "10"]))
+    fields = dataclasses.fields(TrainingConfig)
+    assert list(parser_defaults) == [field.name for field in fields]  # one flag per field, in field order
+    for field in fields:
+        expected = REQUIRED[field.name] if field.default is dataclasses.MISSING else field.default
+        assert parser_defaults[field.name] == expected, field.name
+    assert training.parse_args(["--train_data", "photos", "--output_dir", "out", "--max_train_steps", "10"]) == (
+        TrainingConfig(**REQUIRED)
+    )
+    assert TrainingConfig(**REQUIRED).learning_rate == training.PAPER_LEARNING_RATE
+    assert TrainingConfig(**REQUIRED, finetune=True).learning_rate == training.PAPER_FINETUNE_LEARNING_RATE
+    with pytest.raises(SystemExit):  # argparse: the three settings without a default are required flags
+        build_parser().parse_args(["--train_data", "photos", "--output_dir", "out"])
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"train_batch_size": 0}, "--train_batch_size must be >= 1, got 0"),
+    ({"max_train_steps": -3}, "--max_train_steps must be >= 1, got -3"),
+    ({"resolution": 100, "layer_size": 5}, "--resolution 100 must be a multiple of 2\\*\\*layer_size = 32"),
+    ({"lambda_style_initial": 6.0}, "--lambda_style_initial and --style_warmup_steps > 0 go together, got 6.0 and 0"),
+    ({"checkpoints_total_limit": 0}, "--checkpoints_total_limit must be >= 1, got 0"),
+    ({"native_crops": 1.5}, "--native_crops must be a share in \\[0, 1\\], got 1.5"),
+    ({"grayscale_augmentation": -0.1}, "--grayscale_augmentation must be a share in \\[0, 1\\], got -0.1"),
+    ({"train_transform": "rotate"}, "--train_transform must be one of .*'resize_flip'.*, got 'rotate'"),
+    ({"perceptual_network": "resnet"}, "--perceptual_network must be one of \\['vgg16', 'alexnet', 'none'\\], "
+                                       "got 'resnet'"),
+    ({"mixed_precision": "fp8"}, "--mixed_precision must be one of \\['no', 'fp16', 'bf16'\\], got 'fp8'"),
+])  # fmt: skip
+def test_config_rejects_bad_values_by_name(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**{**REQUIRED, **changes})
+    flags = [item for name, value in {**REQUIRED, **changes}.items() for item in (f"--{name}", str(value))]
+    if any(field.metadata["choices"] for field in dataclasses.fields(TrainingConfig) if field.name in changes):
+        with pytest.raises(SystemExit):  # argparse knows the choices and refuses first, with a usage message
+            training.parse_args(flags)
+    else:
+        with pytest.raises(ValueError, match=message):  # the command line goes through the same checks
+            training.parse_args(flags)
+
+
+def test_settings_from_a_namespace_or_in_code(capsys):
+    settings = training.parse_args([], defaults={**REQUIRED, "seed": 3})
+    assert settings.seed == 3 and settings.train_data == "photos"
+    namespace = argparse.Namespace(**settings.to_dict())
+    assert TrainingConfig.from_namespace(namespace) == settings
+    with pytest.raises(ValueError, match="unknown training settings: \\['epochs'\\]"):
+        TrainingConfig.from_namespace({**REQUIRED, "epochs": 3})
+    with pytest.raises(ValueError, match="missing training settings: \\['output_dir'\\]"):
+        TrainingConfig.from_namespace({"train_data": "photos", "max_train_steps": 10})
+    with pytest.raises(ValueError, match="unknown training settings: \\['epochs'\\]"):
+        training.parse_args([], defaults={"epochs": 3})
+    with pytest.raises(ValueError, match="--train_batch_size must be >= 1, got 0"):  # train() checks a namespace too
+        training.train(argparse.Namespace(**{**settings.to_dict(), "train_batch_size": 0}))
+
+    # The command line: a bad value is one line on stderr and exit status 1, before any work.
+    with pytest.raises(SystemExit) as error:
+        training.main(["--train_data", "photos", "--output_dir", "out", "--max_train_steps", "0"])
+    assert error.value.code == 1
+    assert capsys.readouterr().err == "train_accelerate.py: error: --max_train_steps must be >= 1, got 0\n"
