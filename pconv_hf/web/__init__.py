@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -231,15 +232,24 @@ class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(
-    folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False
-) -> http.server.ThreadingHTTPServer:
+class WebServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that records every requested path and stays quiet when a browser hangs up."""
+
+    def __init__(self, address: tuple[str, int], handler: Any, quiet: bool = False):
+        super().__init__(address, handler)
+        self.quiet = quiet
+        self.request_log: list[str] = []  # every path requested, in order
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a page closed or reloaded mid-download
+        super().handle_error(request, client_address)
+
+
+def make_server(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> WebServer:
     """An HTTP server for the web folder (not started: call ``serve_forever``); port 0 picks a free one."""
     folder = Path(folder)
     if not (folder / "index.html").is_file() or not (folder / MANIFEST_FILE).is_file():
         raise ValueError(f"{str(folder)!r} is not a pconv web folder (no index.html / {MANIFEST_FILE}); build one "
                          "with pconv-export --web DIR")  # fmt: skip
-    server = http.server.ThreadingHTTPServer((host, port), partial(IsolatedHandler, directory=os.fspath(folder)))
-    server.quiet = quiet
-    server.request_log = []  # every path requested, in order
-    return server
+    return WebServer((host, port), partial(IsolatedHandler, directory=os.fspath(folder)), quiet=quiet)
