@@ -1,4 +1,4 @@
-"""Training a PConvUNet with Hugging Face accelerate and datasets: the arguments, the loop, checkpoints, export.
+"""Training a PConvUNet with Hugging Face accelerate and datasets: the loop, checkpoints, export.
 
     accelerate launch train_accelerate.py --train_data DIR_OR_HUB_ID --output_dir OUT [...]
     python train_accelerate.py ...                      # single process, same flags
@@ -7,8 +7,8 @@ In code: ``train(TrainingConfig(train_data=..., output_dir=..., max_train_steps=
 or ``train(parse_args(defaults={...}))`` (``pconv-anomaly fit`` does this); the settings and their flags are
 ``pconv_hf.training_config``. ``train`` reads in order: ``setup`` -> ``resume`` -> ``open_logs`` -> updates
 (``train_step``, ``validate``, ``save_checkpoint``) -> ``finish``, all on one ``TrainingRun``. Bad settings raise
-``ValueError``. Runs on one CPU, one or many GPUs, several machines,
-FSDP / DeepSpeed (see docs/training.md). Output layout:
+``ValueError``. Runs on one CPU, one or many GPUs, several machines, FSDP / DeepSpeed (see docs/training.md).
+Output layout:
 
     OUT/config.json, model.safetensors, README.md   the exported model (PConvUNet.from_pretrained(OUT))
     OUT/checkpoint-{step}/                          accelerate state for --resume_from_checkpoint
@@ -267,13 +267,14 @@ def build_stream(config: TrainingConfig, rank: int, world_size: int) -> Training
             defect_source = DefectPainter(config.synthetic_defect_kinds.split(","))
         except ValueError as error:
             raise ValueError(f"--synthetic_defect_kinds: {error}") from None
+    mask_source = make_mask_source(config.mask_source, config.resolution)
     return TrainingStream(
         rank_stream(
             examples, seed=config.seed, shuffle_buffer_size=config.shuffle_buffer_size, rank=rank, world_size=world_size
         ),
         resolution=config.resolution,
         batch_size=config.train_batch_size,
-        mask_source=make_mask_source(config.mask_source, config.resolution),
+        mask_source=mask_source,
         seed=config.seed,
         rank=rank,
         min_side=config.min_image_side,
