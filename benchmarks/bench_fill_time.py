@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import pconv_hf
+from pconv_hf.evaluation_native import parse_inpaint_options
 from pconv_hf.images import open_image
 from pconv_hf.masks import object_mask
 
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sizes", default=",".join(map(str, SIZES_MP)), help="megapixels, comma-separated")
+    parser.add_argument("--options", default="", help="inpaint() options, key=value,... (e.g. strategy=crop)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -54,8 +56,9 @@ def main() -> None:
 
         source = data.astronaut()
     model = pconv_hf.load_model(args.model)
+    options = parse_inpaint_options(args.options)
     print(f"torch threads {torch.get_num_threads()}; seconds per fill, median of {args.repeats}")
-    header = "| photo | " + " | ".join(f"{kind} {low:.0%}-{high:.0%}" for kind, (low, high) in HOLES) + " |"
+    header = "| photo | " + " | ".join(f"{kind} {low:.1%}-{high:.1%}" for kind, (low, high) in HOLES) + " |"
     print(header + "\n|" + "---|" * (1 + len(HOLES)))
     for megapixels in (float(size) for size in args.sizes.split(",")):
         aspect = 4 / 3
@@ -66,7 +69,7 @@ def main() -> None:
         for index, (kind, bucket) in enumerate(HOLES):
             hole = object_mask(height, width, kind, bucket, np.random.default_rng(index)) == 0
             mask = hole.view(np.uint8) * 255
-            ours = timed(lambda p=photo, m=mask: model.inpaint(p, m), args.repeats)
+            ours = timed(lambda p=photo, m=mask: model.inpaint(p, m, **options), args.repeats)
             telea = timed(lambda p=photo, m=mask: cv2.inpaint(p, m, 3, cv2.INPAINT_TELEA), args.repeats)
             cells.append(f"{ours:.2f} (Telea {telea:.2f})")
         print(f"| {width}x{height} ({megapixels:g} MP) | " + " | ".join(cells) + " |", flush=True)
