@@ -579,7 +579,7 @@ class History:
 
 def save_download(image: Image.Image, path: Path, metadata: dict) -> None:
     """A full-size, lossless PNG download with the upload's ICC profile and EXIF (:func:`images.save_image`)."""
-    images.save_image(image, path, like=metadata)
+    images.save_image(image, path, like=metadata, compress_level=1)  # 12 MP: ~1 s instead of ~7 s at level 6
 
 
 class Sessions:

@@ -355,6 +355,7 @@ def save_image(
     *,
     like: Image.Image | dict | None = None,
     quality: int | None = None,
+    compress_level: int | None = None,
 ) -> list[str]:
     """Write a result image, the one writer every entry point uses; returns notes on what was changed.
 
@@ -378,6 +379,8 @@ def save_image(
         path: the output file; its folder must exist.
         like: the PIL image (or its ``info`` dict) whose ICC profile and EXIF the file gets.
         quality: 1-100, for lossy formats only: JPEG (default 95) and WebP (default: lossless).
+        compress_level: PNG only, zlib level 0-9 (default Pillow's 6): 1 writes a 12-MP photo several times
+            faster for a file about 20 % larger; the pixels are the same at every level.
 
     Returns:
         Notes on every mode conversion and every piece of metadata that could not be kept (empty when none).
@@ -394,6 +397,12 @@ def save_image(
         raise ValueError(f"cannot tell the image format of {path.name!r}; use {', '.join(WRITE_FORMATS)}")
     check_quality(quality, image_format)
     quality = None if quality is None else int(quality)
+    if compress_level is not None and (
+        isinstance(compress_level, bool) or not isinstance(compress_level, int) or not 0 <= compress_level <= 9
+    ):
+        raise ValueError(f"compress_level must be an int from 0 to 9, got {compress_level!r}")
+    if compress_level is not None and image_format != "PNG":
+        raise ValueError(f"compress_level applies to PNG only; {path.name!r} is {image_format}")
     notes: list[str] = []
     pixels = _writable_mode(image, image_format, path.name, notes)
     options = _metadata_options(pixels, image_format, image if like is None else like, path.name, notes)
@@ -401,6 +410,8 @@ def save_image(
         options["quality"] = DEFAULT_JPEG_QUALITY if quality is None else quality
     elif image_format == "WEBP":
         options.update({"lossless": True} if quality is None else {"quality": quality})
+    elif image_format == "PNG" and compress_level is not None:
+        options["compress_level"] = compress_level
     _write_atomically(pixels, path, image_format, options)
     return notes
 

@@ -364,6 +364,8 @@ def test_save_image_refusals_leave_nothing(tmp_path):
         ({"quality": 80}, tmp_path / "a.png", "lossy formats"),
         ({"quality": 0}, tmp_path / "a.jpg", "from 1 to 100"),
         ({"quality": True}, tmp_path / "a.jpg", "from 1 to 100"),
+        ({"compress_level": 10}, tmp_path / "a.png", "from 0 to 9"),
+        ({"compress_level": 1}, tmp_path / "a.jpg", "PNG only"),
         ({}, tmp_path / "a.gif", "cannot tell the image format"),
         ({}, tmp_path / "missing-folder" / "a.png", "cannot write"),
         ({"like": {"exif": b"garbage"}}, existing, None),
@@ -397,3 +399,12 @@ def test_heic_photo_reads_everywhere(tmp_path, tiny_model):
     from pconv_hf.images import decode_image
 
     assert decode_image(photo).size == (128, 96)  # training and evaluation folders
+
+
+def test_save_image_png_compress_level_changes_size_not_pixels(astronaut, tmp_path):
+    image = Image.fromarray(astronaut)
+    save_image(image, tmp_path / "fast.png", compress_level=1)
+    save_image(image, tmp_path / "small.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "fast.png")), astronaut)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "small.png")), astronaut)
+    assert (tmp_path / "fast.png").stat().st_size > (tmp_path / "small.png").stat().st_size
