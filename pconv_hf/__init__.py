@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .images import ImageLike
+from .inpainting import inpaint as inpaint_with
 from .layers import PartialConv2d
 from .model import PConvUNet, default_device
 from .onnx import OnnxInpainter, execution_providers, is_onnx_file
@@ -53,8 +54,6 @@ def inpaint(
 
     See :func:`pconv_hf.inpainting.inpaint` for the options (strategy, dilate, dtype, ...).
     """
-    from .inpainting import inpaint as inpaint_with
-
     return inpaint_with(_bundled_model() if model is None else model, image, mask, **kwargs)
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from . import _cli
 from .images import list_images, open_image, to_hole_mask
+from .inpainting import inpaint
 from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
 from .metrics import lpips, lpips_available, ssim
 
@@ -182,7 +183,6 @@ def opencv_fill(flags: int, radius: float = 3.0) -> FillFn:
 
 def model_fill(model, **options) -> FillFn:
     """A fill through ``inpaint()`` with ``options`` (strategy, resolution, dtype, ...)."""
-    from .inpainting import inpaint
 
     def fill(photo: np.ndarray, hole: np.ndarray) -> np.ndarray:
         return inpaint(model, photo, hole.view(np.uint8) * 255, **options)

@@ -17,12 +17,10 @@ they are imported only when used.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +41,6 @@ OUTPUT_NAME = "output"
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
 INSTALL_HINT = "pip install 'pconv_hf[onnx]'"
-PROG = "pconv-export"
 
 
 # --- export ------------------------------------------------------------------------------------------------
@@ -145,7 +142,7 @@ class OnnxInpainter:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise ValueError(f"no ONNX file {str(self.path)!r}; write one with PConvUNet.export_onnx or {PROG}")
+            raise ValueError(f"no ONNX file {str(self.path)!r}; write one with PConvUNet.export_onnx or pconv-export")
         providers = execution_providers() if providers is None else providers
         try:
             self.session = onnxruntime.InferenceSession(os.fspath(self.path), providers=providers)
@@ -156,7 +153,7 @@ class OnnxInpainter:
         if CONFIG_KEY not in metadata or names != INPUT_NAMES:
             raise ValueError(
                 f"{str(self.path)!r} is not a PConvUNet export (no {CONFIG_KEY!r} metadata or inputs {names} instead "
-                f"of {INPUT_NAMES}); write one with PConvUNet.export_onnx or {PROG}"
+                f"of {INPUT_NAMES}); write one with PConvUNet.export_onnx or pconv-export"
             )
         self.config: dict[str, Any] = json.loads(metadata[CONFIG_KEY])
         self.sample_size: int = self.config["sample_size"]
@@ -223,116 +220,3 @@ def _require(package: str, purpose: str) -> Any:
         return importlib.import_module(package)
     except ImportError as err:
         raise ImportError(f"{purpose} needs the {package!r} package: {INSTALL_HINT}") from err
-
-
-# --- command line ------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Export a PConvUNet to an ONNX file for ONNX Runtime (dynamic batch, height and width).",
-        epilog="Load the file with pconv_hf.load_model('OUT.onnx') and call .inpaint(image, mask).",
-    )
-    parser.add_argument("model", nargs="?", help="saved model folder or Hub id (default: the bundled model)")
-    parser.add_argument("output", nargs="?", type=Path, help="the .onnx file to write (replaced if it exists)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    web = parser.add_argument_group("browser page (see docs/web.md)")
-    web.add_argument("--web", type=Path, metavar="DIR", help="write a static page that fills photos in the browser")
-    web.add_argument(
-        "--model",
-        dest="web_model",
-        metavar="M",
-        help="for --web: saved model folder, Hub id or a pconv-export .onnx file (default: bundled)",
-    )
-    web.add_argument("--quantize", choices=["uint8"], help="for --web: dynamic uint8 weights instead of float16")
-    web.add_argument(
-        "--ort-dist",
-        type=Path,
-        metavar="DIR",
-        help="for --web: onnxruntime-web's dist folder (default: the npm install setup.sh made)",
-    )
-    web.add_argument("--serve", type=Path, metavar="DIR", help="serve a --web folder with COOP/COEP headers")
-    web.add_argument("--host", default="127.0.0.1", help="for --serve (default 127.0.0.1)")
-    web.add_argument("--port", type=int, default=8000, help="for --serve (default 8000; 0 picks a free port)")
-    return parser
-
-
-def _web_main(args: argparse.Namespace) -> None:
-    """``--web DIR``: export (or reuse an exported .onnx), then write the page folder."""
-    import tempfile
-
-    from . import load_model
-    from .web import build_web
-
-    given = [str(value) for value in (args.web_model, args.model, args.output) if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"--web writes a folder and takes one model (--model M), got {' and '.join(given)}")
-    model = given[0] if given else None
-    with tempfile.TemporaryDirectory() as scratch:
-        if model is not None and is_onnx_file(model):
-            OnnxInpainter(model, providers=["CPUExecutionProvider"])  # checks it is a pconv export
-            source = Path(model)
-        else:
-            source = export_onnx(load_model(model, device="cpu"), Path(scratch) / "model.onnx", opset=args.opset)
-        out = build_web(source, args.web, quantize=args.quantize, ort_dist_dir=args.ort_dist)
-    size = (out / "model.onnx").stat().st_size / 2**20
-    print(f"Wrote the page to {out} (model {size:.1f} MiB); serve it with: {PROG} --serve {out}")
-
-
-def _serve_main(args: argparse.Namespace) -> None:
-    """``--serve DIR``: a local HTTP server with the headers wasm threads need, until Ctrl+C."""
-    from .web import make_server
-
-    try:
-        server = make_server(args.serve, host=args.host, port=args.port)
-    except OSError as err:
-        raise ValueError(f"cannot serve on {args.host}:{args.port}: {err.strerror or err}") from err
-    host, port = server.server_address[:2]
-    print(f"Serving {args.serve} at http://{host}:{port}/ (Ctrl+C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``pconv-export [MODEL] OUT.onnx [--opset N]``; a user error is one line on stderr and exit status 1."""
-    # The package root imports this module, so its loader is looked up when the command runs.
-    from . import DEFAULT_CHECKPOINT, load_model
-
-    args = build_parser().parse_args(argv)
-    if args.web is not None or args.serve is not None:
-        try:
-            if args.web is not None and args.serve is not None:
-                raise ValueError("give --web DIR (build) or --serve DIR (serve), one at a time")
-            if args.web is not None:
-                _web_main(args)
-            else:
-                _serve_main(args)
-        except (ValueError, ImportError) as err:
-            print(f"{PROG}: error: {err}", file=sys.stderr)
-            sys.exit(1)
-        return
-    if args.output is None and args.model is not None:
-        args.model, args.output = None, Path(args.model)  # one positional: the output file
-    try:
-        if args.output is None:
-            raise ValueError("give the .onnx file to write (pconv-export [MODEL] OUT.onnx), or --web DIR")
-        if args.model is not None and is_onnx_file(args.model):
-            raise ValueError(f"{args.model!r} is already an ONNX file; pass a saved model folder or Hub id")
-        if not is_onnx_file(args.output):
-            raise ValueError(f"the output file name must end in .onnx, got {str(args.output)!r}")
-        model = load_model(args.model, device="cpu")
-        path = export_onnx(model, args.output, opset=args.opset)
-    except (ValueError, ImportError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(1)
-    source = args.model if args.model is not None else f"the bundled model ({DEFAULT_CHECKPOINT.name})"
-    print(f"Exported {source} to {path} (opset {args.opset}, {path.stat().st_size / 2**20:.1f} MiB)")
-
-
-if __name__ == "__main__":
-    main()

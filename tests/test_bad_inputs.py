@@ -681,7 +681,7 @@ def test_pconv_anomaly_bad_inputs(anomaly_model, files, tmp_path, capsys):
     ],
 )
 def test_pconv_export_refusals(argv, message, code, model_dir, model_variants, tmp_path, capsys):
-    from pconv_hf.onnx import main as export_main
+    from pconv_hf.export_cli import main as export_main
 
     out = tmp_path / "out"
     out.mkdir()

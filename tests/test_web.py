@@ -17,8 +17,8 @@ from PIL import Image
 
 import pconv_hf
 from pconv_hf import PConvUNet
+from pconv_hf.export_cli import main
 from pconv_hf.images import open_image
-from pconv_hf.onnx import main
 from pconv_hf.web import ISOLATION_HEADERS, MANIFEST_FILE, ORT_FILES, build_web, make_server, store_weights_fp16
 
 onnx = pytest.importorskip("onnx")  # the [onnx] extra: exporting needs it (setup.sh installs it)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..onnx import CONFIG_KEY
+
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 ORT_PACKAGE = "onnxruntime-web"
@@ -115,8 +117,6 @@ def write_web_model(source: Path, target: Path, quantize: str | None = None) -> 
     """``source`` (a pconv-export file) as the page's model: fp16-stored weights, or dynamic ``quantize`` weights."""
     import onnx
 
-    from ..onnx import CONFIG_KEY
-
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
     metadata = {entry.key: entry.value for entry in onnx.load(source, load_external_data=False).metadata_props}
@@ -145,8 +145,6 @@ def write_web_model(source: Path, target: Path, quantize: str | None = None) -> 
 def manifest(model_path: Path, quantize: str | None) -> dict[str, Any]:
     """What the page needs to know about the model: its config, file size and content hash (the cache key)."""
     import onnx
-
-    from ..onnx import CONFIG_KEY
 
     metadata = {entry.key: entry.value for entry in onnx.load(model_path, load_external_data=False).metadata_props}
     config = json.loads(metadata[CONFIG_KEY])
