@@ -69,6 +69,9 @@ def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = N
         raise ValueError(f"the ONNX file name must end in .onnx (load_model recognises it so), got {str(path)!r}")
     for package in ("onnx", "onnxscript"):
         _require(package, "exporting to ONNX")
+    newest = _require("onnx", "exporting to ONNX").defs.onnx_opset_version()
+    if opset > newest:
+        raise ValueError(f"opset {opset} is newer than the installed onnx package knows (up to {newest})")
 
     network = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     multiple = network.size_multiple

@@ -129,6 +129,7 @@ def test_load_model_refuses_what_is_not_a_pconv_export(tmp_path):
     [
         ("model.onnx", 12, "opset must be an int >= 17"),
         ("model.onnx", "18", "opset must be"),
+        ("model.onnx", 99, "opset 99 is newer than the installed onnx package knows"),
         ("model.pt", None, ".onnx"),
     ],
 )
