@@ -87,9 +87,10 @@ def model_sources(specs: list[str], models_dir: str | Path | None = None) -> dic
                 sources[str(folder)] = str(folder)
     if not sources:
         raise ValueError(
-            f"the bundled model is missing (no folder {pconv_hf.DEFAULT_CHECKPOINT}). "
-            "Pass a saved model with --model DIR (a folder with config.json and model.safetensors) or a Hub id, "
-            "or --models_dir DIR to offer every saved model under DIR."
+            pconv_hf.bundled_model_missing(
+                "pass a saved model with --model DIR (a folder with config.json and model.safetensors) or a Hub id, "
+                "or --models_dir DIR to offer every saved model under DIR"
+            )
         )
     return sources
 

@@ -27,6 +27,11 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pconv-photos-256"
 """The bundled model: a directory loadable with ``PConvUNet.from_pretrained``."""
 
 
+def bundled_model_missing(remedy: str = "reinstall pconv_hf or name a saved model folder or Hub id") -> str:
+    """The one message for a missing bundled model; each entry point names its own ``remedy``."""
+    return f"the bundled model is missing (no folder {DEFAULT_CHECKPOINT}); {remedy}"
+
+
 def load_model(
     name_or_path: str | Path | None = None, device: str | torch.device | None = None
 ) -> PConvUNet | OnnxInpainter:
@@ -40,10 +45,7 @@ def load_model(
         return OnnxInpainter(name_or_path, providers=execution_providers(device))
     device = default_device() if device is None else torch.device(device)
     if name_or_path is None and not DEFAULT_CHECKPOINT.is_dir():
-        raise ValueError(
-            f"the bundled model is missing (no folder {DEFAULT_CHECKPOINT}); reinstall pconv_hf or name a saved "
-            "model folder or Hub id"
-        )
+        raise ValueError(bundled_model_missing())
     return PConvUNet.from_pretrained(DEFAULT_CHECKPOINT if name_or_path is None else name_or_path, map_location=device)
 
 

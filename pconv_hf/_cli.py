@@ -11,6 +11,8 @@ from typing import NoReturn
 
 import torch
 
+import pconv_hf
+
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit status 1."""
@@ -119,13 +121,12 @@ def parse_device(value: str | None, flag: str = "--device") -> torch.device | No
 
 def load_model(name_or_path: str | None, device: str | None = "auto", flag: str = "--model"):
     """``pconv_hf.load_model`` for a CLI: a bad ``--device`` or model becomes a :class:`CliError`."""
-    import pconv_hf
-
     chosen = parse_device(device)
     if name_or_path is None and not pconv_hf.DEFAULT_CHECKPOINT.is_dir():
         raise CliError(
-            f"the bundled model is missing (no folder {pconv_hf.DEFAULT_CHECKPOINT}); pass {flag} DIR (a folder with "
-            "config.json and model.safetensors) or a Hub id"
+            pconv_hf.bundled_model_missing(
+                f"pass {flag} DIR (a folder with config.json and model.safetensors) or a Hub id"
+            )
         )
     try:
         return pconv_hf.load_model(name_or_path, device=chosen)

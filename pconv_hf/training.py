@@ -43,7 +43,6 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from tqdm.auto import tqdm
 
-from .anomaly.defects import DefectPainter
 from .data import (
     DataPosition,
     TrainingStream,
@@ -52,6 +51,7 @@ from .data import (
     load_examples,
     rank_stream,
 )
+from .defects import DefectPainter
 from .images import SKIP_REASONS
 from .losses import InpaintingLoss, LossWeights, make_feature_extractor, weighted_total
 from .masks import fixed_masks, make_mask_source

@@ -35,6 +35,7 @@ Modules: ``config`` (anomaly.json, the feature-term default), ``defects`` (synth
 
 from __future__ import annotations
 
+from ..defects import DEFECT_KINDS, DefectPainter, paint_defect
 from .config import (
     CONFIG_NAME,
     DEFAULT_FEATURE_NETWORK,
@@ -47,7 +48,6 @@ from .config import (
     AnomalyConfig,
     resolve_features,
 )
-from .defects import DEFECT_KINDS, DefectPainter, paint_defect
 from .detector import (
     AnomalyDetector,
     AnomalyMaps,

@@ -1,4 +1,6 @@
-"""Synthetic defects (circles, scratches, stains) painted onto clean images, for training and calibration."""
+"""Synthetic defects (circles, scratches, stains) painted onto clean images: a training-data augmentation
+(``train_accelerate.py --synthetic_defects``) and the anomaly detector's calibration defects (``pconv_hf.anomaly``
+re-exports them)."""
 
 from __future__ import annotations
 
