@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import _cli
-from .images import list_images, open_image, to_hole_mask
+from .images import displayed_size, list_images, open_image, to_hole_mask
 from .inpainting import inpaint
 from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
 from .metrics import lpips, lpips_available, ssim
@@ -65,10 +65,9 @@ class Case:
 
 
 def size_class(height: int, width: int) -> str:
+    """The label of the first of :data:`SIZE_CLASSES` (in ascending order) the photo's megapixels fit under."""
     megapixels = height * width / 1e6
-    return next(
-        label for label, low, high in SIZE_CLASSES if low < megapixels <= high or (low == 0 and megapixels <= high)
-    )
+    return next(label for label, _, high in SIZE_CLASSES if megapixels <= high)
 
 
 def list_photos(folders: Iterable[str | Path]) -> list[Path]:
@@ -129,8 +128,9 @@ def read_cases(photos: list[Path], mask_dir: str | Path) -> list[Case]:
 
 
 def _photo_size(path: Path) -> tuple[int, int]:
-    image = open_image(path, "photo")
-    return image.height, image.width
+    """(height, width) as displayed, from the file's header: no full decode of a 16-MP photo per mask."""
+    width, height = displayed_size(path, "photo")
+    return height, width
 
 
 def _rgb_array(path: Path) -> np.ndarray:

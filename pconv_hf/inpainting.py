@@ -32,6 +32,7 @@ from .runtime import autocast_dtype, eval_mode
 from .windows import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_REACH,
+    REFINE_BAND,
     STRATEGIES,
     Box,
     Window,
@@ -40,8 +41,6 @@ from .windows import (
 )
 
 Strategy = Literal["native", "crop", "resize", "full"]
-REFINE_BAND = 0.5
-"""Width of the band the coarse-to-fine pass refills along a hole's edge, as a fraction of ``reach``."""
 
 MAX_DILATE = 4096
 """Largest ``dilate`` (pixels)."""
@@ -336,16 +335,13 @@ def _refine(
             todo.append((i, Window(window.box, fine, window.hole_width)))
     if not todo:
         return fills
-    images, holes, bands = [], [], []
+    images, bands = [], []
     for i, window in todo:
         rgb, hole = source.crop_rgb(window.box), _crop(hole_mask, window.box)
-        rgb = np.where(hole[..., None], fills[i], rgb)
+        images.append(np.where(hole[..., None], fills[i], rgb))
         inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
-        band = hole & (inside <= REFINE_BAND * reach / window.scale)
-        images.append(rgb)
-        holes.append(band)
-        bands.append(band)
-    refined = _fill_windows(model, source, hole_mask, [w for _, w in todo], batch_size, dtype, images, holes)
+        bands.append(hole & (inside <= REFINE_BAND * reach / window.scale))
+    refined = _fill_windows(model, source, hole_mask, [w for _, w in todo], batch_size, dtype, images, bands)
     fills = list(fills)
     for (i, _), band, fine_fill in zip(todo, bands, refined):
         fills[i] = np.where(band[..., None], fine_fill, fills[i])

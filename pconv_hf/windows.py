@@ -15,6 +15,7 @@ Two planners, one per strategy:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -33,6 +34,8 @@ DEFAULT_MARGIN = 64
 """Context around a hole group's bounding box, in working pixels."""
 MIN_WINDOW_SIDE = 256
 """Shortest window side in working pixels (the training crop size): small holes still see a scene."""
+REFINE_BAND = 0.5
+"""Width of the band the coarse-to-fine pass refills along a hole's edge, as a fraction of ``reach``."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,9 @@ def plan_native_windows(
             scale /= math.sqrt(excess) * 1.01
         return Window(box, scale, hole_width)
 
-    windows = _merge_overlapping(regions, window)
+    windows = _merge_overlapping(
+        regions, window, lambda w: w.box, lambda a, b: (_union_bounds(a[0], b[0]), max(a[1], b[1]))
+    )
     if sum(w.box[2] * w.box[3] for w in windows) >= height * width:
         return [_whole_photo(height, width, max((w.hole_width for w in windows), default=0.0), reach, max_pixels)]
     return windows
@@ -117,24 +122,27 @@ def _padded_box(
     return win_top, win_left, win_h, win_w
 
 
-def _merge_overlapping(regions: list, window) -> list[Window]:
+def _merge_overlapping(regions: list, window: Callable, box_of: Callable, union: Callable) -> list:
+    """``window(region)`` of every region, where two regions whose windows overlap become one (``union``), until
+    no windows overlap. Regions and windows keep their order; ``box_of(window)`` is its (top, left, h, w)."""
+    regions = list(regions)
     windows = [window(region) for region in regions]
     merged = True
     while merged:
         merged = False
         for i in range(len(windows)):
-            for j in range(i + 1, len(windows)):
-                if _overlap(windows[i].box, windows[j].box):
-                    (a, wa), (b, wb) = regions[i], regions[j]
-                    box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    regions[i] = (box, max(wa, wb))
-                    del regions[j], windows[j]
-                    windows[i] = window(regions[i])
-                    merged = True
-                    break
-            if merged:
+            j = next((j for j in range(i + 1, len(windows)) if _overlap(box_of(windows[i]), box_of(windows[j]))), None)
+            if j is not None:
+                regions[i] = union(regions[i], regions[j])
+                del regions[j], windows[j]
+                windows[i] = window(regions[i])
+                merged = True
                 break
     return windows
+
+
+def _union_bounds(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def _whole_photo(height: int, width: int, hole_width: float, reach: float, max_pixels: int) -> Window:
@@ -168,27 +176,10 @@ def plan_windows(hole_mask: np.ndarray, resolution: int, context: float = 2.0) -
 
     def window(region: tuple[int, int, int, int]) -> Box:
         top, left, bottom, right = region
-        side = max(resolution, math.ceil(context * max(bottom - top, right - left)))
-        win_h, win_w = min(side, height), min(side, width)
-        win_top = min(max((top + bottom - win_h) // 2, 0), height - win_h)
-        win_left = min(max((left + right - win_w) // 2, 0), width - win_w)
-        return win_top, win_left, win_h, win_w
+        side = max(resolution, math.ceil(context * max(bottom - top, right - left)))  # context >= 1: holds the region
+        return _padded_box(top, left, bottom, right, 0, side, height, width)
 
-    merged = True
-    while merged:
-        merged = False
-        windows = [window(region) for region in regions]
-        for i in range(len(windows)):
-            for j in range(i + 1, len(windows)):
-                if _overlap(windows[i], windows[j]):
-                    a, b = regions[i], regions[j]
-                    regions[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del regions[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    windows = [window(region) for region in regions]
+    windows = _merge_overlapping(regions, window, lambda box: box, _union_bounds)
     if sum(h * w for _, _, h, w in windows) >= height * width:
         return [(0, 0, height, width)]
     return windows

@@ -11,9 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 import pconv_hf  # noqa: E402
 from pconv_hf import OnnxInpainter, PConvUNet  # noqa: E402
 from pconv_hf.export_cli import main  # noqa: E402

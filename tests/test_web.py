@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import onnx  # the [onnx] extra (setup.sh installs it); missing, these tests fail rather than skip
 import pytest
 import torch
 from PIL import Image
@@ -20,9 +21,6 @@ from pconv_hf import PConvUNet
 from pconv_hf.export_cli import main
 from pconv_hf.images import open_image
 from pconv_hf.web import ISOLATION_HEADERS, MANIFEST_FILE, ORT_FILES, build_web, make_server, store_weights_fp16
-
-onnx = pytest.importorskip("onnx")  # the [onnx] extra: exporting needs it (setup.sh installs it)
-pytest.importorskip("onnxscript")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -225,7 +223,6 @@ def test_fp16_weights_halve_the_file_and_keep_fp16_valued_weights_exact(tmp_path
 
 
 def test_uint8_quantised_folder_is_smaller_and_still_fills(exported, tmp_path, astronaut):
-    pytest.importorskip("onnxruntime.quantization")
     folder = build_web(exported, tmp_path / "q", quantize="uint8")
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     assert manifest["weights"] == "uint8" and manifest["bytes"] < 0.6 * exported.stat().st_size
