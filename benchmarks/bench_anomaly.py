@@ -113,7 +113,7 @@ def main() -> None:
                 out = Path(tmp) / f"{scorer}-{seed}"
                 fitted, seconds = fit_model(out, textures["clean_dir"], scorer, seed)
                 fit_seconds.setdefault(scorer, []).append(seconds)
-                files = anomaly.list_images(out / "split" / "validation")
+                files = anomaly.find_images(out / "split" / "validation")
                 validation = torch.stack([anomaly.load_image(f, fitted.config.resolution) for f in files])
                 for index, (network, weights) in enumerate(FEATURES):
                     lambdas = ([1.0] if index == 0 else []) + args.mse_weights

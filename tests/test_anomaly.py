@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 
 from pconv_hf import PConvUNet, anomaly
 from pconv_hf.anomaly import cli as anomaly_cli
+from pconv_hf.anomaly.fitting import FitConfig
 from pconv_hf.data import TrainingStream, load_examples, rank_stream
 from pconv_hf.feature_weights import feature_weights_path
 from pconv_hf.images import to_tensor
@@ -349,6 +351,25 @@ def test_training_stream_synthetic_defects_keep_the_clean_target(textures):
     assert grid.shape == (64, 64) and (1 - grid).mean() == 0.25
     with pytest.raises(ValueError, match="grid:CELLS"):
         make_mask_source("grid:x", 64)
+
+
+def test_fit_config_refuses_bad_settings_as_value_errors(tmp_path):
+    # The settings of `pconv-anomaly fit` as code: every bad value is a ValueError naming it, before any work.
+    base = {"train_dir": tmp_path / "clean", "output_dir": tmp_path / "out", "mode": "inpainting"}
+    config = FitConfig(**base, resolution=64)
+    assert config.layer_size == 5 and config.conv_type == "partial" and config.training_args == []
+    assert FitConfig(**{**base, "mode": "autoencoder"}).conv_type == "plain"
+    for change, message in [
+        ({"mode": "diffusion"}, "mode must be one of"),
+        ({"feature_network": "resnet"}, "feature_network must be one of"),
+        ({"feature_weights": "laion"}, "feature_weights must be one of"),
+        ({"max_train_steps": 0}, "--max_train_steps"),
+        ({"resolution": 96, "layer_size": 6}, "multiple of 2**layer_size = 64"),
+        ({"output_dir": tmp_path / "clean" / "out"}, "must not be inside --train_dir"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            FitConfig(**{**base, **change})
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -28,9 +28,12 @@ present (``bash scripts/fetch_feature_weights.sh``), else the pixel term alone. 
 Conventions: a **higher score is more anomalous**; an image is predicted **defective iff score >= threshold**;
 labels are **1 = defective** (the positive class) and **0 = good**.
 
-Modules: ``config`` (anomaly.json, the feature-term default), ``defects`` (synthetic defects), ``detector``
-(reconstruction, heat maps, scores, calibration), ``thresholds`` (confusion counts, ROC-AUC, threshold choice) and
-``cli`` (``pconv-anomaly``). Everything public is importable from ``pconv_hf.anomaly`` itself.
+Modules: ``config`` (anomaly.json, the feature-term default), ``detector`` (reconstruction, heat maps, scores,
+calibration), ``thresholds`` (confusion counts, ROC-AUC, threshold choice), ``tables`` (the score and label CSV
+files), ``fitting`` (``FitConfig`` and ``fit``: split, train, calibrate; needs the training extra, so import it
+from ``pconv_hf.anomaly.fitting``) and ``cli`` (``pconv-anomaly``, a thin mapping of flags onto them). The
+synthetic defects are a training augmentation, in ``pconv_hf.defects``. Everything else public is importable
+from ``pconv_hf.anomaly`` itself.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from .detector import (
     channel_statistics,
     combine_maps,
     feature_distance_map,
-    list_images,
+    find_images,
     load_image,
     pixel_error_map,
     reconstruct,
@@ -85,7 +88,7 @@ __all__ = [
     "DEFECT_KINDS",
     "paint_defect",
     "DefectPainter",
-    "list_images",
+    "find_images",
     "load_image",
     "split_files",
     "channel_statistics",

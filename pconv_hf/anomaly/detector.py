@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from ..images import IMAGE_SUFFIXES, decode_image, resize_square, to_tensor
-from ..images import list_images as image_files
+from ..images import IMAGE_SUFFIXES, decode_image, list_images, resize_square, to_tensor
 from ..losses import FeatureExtractor, make_feature_extractor
 from ..masks import grid_masks
 from ..model import PConvUNet
@@ -25,12 +24,15 @@ from .config import HEATMAP_QUANTILE, MODES, STD_FLOOR, AnomalyConfig
 # Images and the train / validation split
 
 
-def list_images(directory: str | os.PathLike) -> list[Path]:
-    """Image files under ``directory`` (recursive), sorted; ValueError if it is not a folder or has none."""
+def find_images(directory: str | os.PathLike) -> list[Path]:
+    """Image files under ``directory`` (recursive), sorted; ValueError if it is not a folder or has none.
+
+    Unlike :func:`pconv_hf.images.list_images` (one folder, possibly empty), a dataset to fit or score: the whole
+    tree, and at least one image."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"{str(directory)!r} is not a folder")
-    files = image_files(directory, recursive=True)
+    files = list_images(directory, recursive=True)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(directory)!r}")
     return files
