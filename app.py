@@ -128,49 +128,18 @@ def check_size(size: tuple[int, int], max_megapixels: float) -> None:
 # --- photos in ---------------------------------------------------------------------------------------------
 
 
-def simplest_mode(photo: Image.Image) -> Image.Image:
-    """The editor hands over RGBA; drop an alpha that is fully opaque, and keep grey photos grey ("L")."""
-    if photo.mode == "RGBA" and photo.getchannel("A").getextrema() == (255, 255):
-        photo = photo.convert("RGB")
-    # A look at 64×64 samples first: a colour photo is told at once, without comparing 12 MP of channels.
-    if photo.mode == "RGB" and is_grey(photo.resize((64, 64), Image.Resampling.NEAREST)) and is_grey(photo):
-        photo = photo.convert("L")
-    return photo
-
-
-def is_grey(photo: Image.Image) -> bool:
-    red, green, blue = (np.asarray(channel) for channel in photo.split())
-    return np.array_equal(red, green) and np.array_equal(green, blue)
-
-
-def eight_bit(image: Image.Image) -> Image.Image:
-    """The photo at 8 bits per channel, "RGB", "RGBA" or "L", as the page shows it: 16/32-bit integer grey scaled by
-    65535 and float grey taken as [0, 1] (the rule of :mod:`pconv_hf.images`), never clipped."""
-    if image.mode.startswith("I"):
-        grey = np.asarray(image, dtype=np.float64) * (255 / 65535)
-        image = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        grey = np.nan_to_num(np.asarray(image, dtype=np.float64)) * 255
-        image = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8), "L")
-    elif image.mode == "1":
-        image = image.convert("L")
-    elif image.mode not in ("L", "RGB", "RGBA"):
-        has_alpha = "A" in image.getbands() or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
-    return simplest_mode(image)
-
-
 def open_photo(path: str | Path) -> tuple[Image.Image, dict]:
     """An uploaded photo file -> (the photo upright and 8-bit, its ICC profile and EXIF for the downloads).
 
-    Read by :func:`pconv_hf.images.open_image` (EXIF orientation, HEIC, ...); unreadable files are a message.
+    Read by :func:`pconv_hf.images.open_image` (EXIF orientation, HEIC, ...) and shown as
+    :func:`pconv_hf.images.to_eight_bit` makes it; unreadable files are a message.
     """
     try:
         opened = images.open_image(path, "photo")
     except ValueError as err:
         raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG, WebP or HEIC image.") from err
     metadata = {key: opened.info[key] for key in ("icc_profile", "exif") if opened.info.get(key)}
-    return eight_bit(opened), metadata
+    return images.to_eight_bit(opened), metadata
 
 
 # --- masks: painted, loaded, scaled ------------------------------------------------------------------------
@@ -281,7 +250,7 @@ def fill(
         raise user_error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
     painted, hole_mask = hole_mask, grow_mask(hole_mask, int(dilate))  # here, so the mask shown is the mask used
     mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
-    photo = simplest_mode(photo)
+    photo = images.simplest_mode(photo)
     options = {"dtype": dtype} if strategy is None else {"dtype": dtype, "strategy": strategy}
     try:
         result = pconv_hf.inpaint(photo, mask, model=models[model_name], **options)

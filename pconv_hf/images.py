@@ -1,11 +1,15 @@
-"""Reading images: decoding, EXIF orientation, pixel modes, folder listing and the one rule for user masks.
+"""The user-image edge: decoding, EXIF orientation, pixel modes, folder listing, the one rule for user masks,
+a user's image as the network's pixels and back, and writing results.
 
 Everything that opens an image file goes through here, so a photo or a mask reads the same way in
 ``inpaint()``, the CLIs, evaluation and training:
 
 - **Orientation**: files are turned upright by their EXIF orientation tag, as browsers and the app show them;
   the tag is then gone, so results hold upright pixels and carry no orientation.
-- **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1].
+- **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1];
+  :func:`to_rgb` is the network's 8-bit RGB, :func:`to_eight_bit` the simplest 8-bit mode (the app's copy).
+- **A user's image in and out** (:func:`to_source`): a PIL image of any mode, an array, a tensor or a path as the
+  float RGB ``inpaint()`` works on, and back in the caller's type, mode and bit depth with only hole pixels new.
 - **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill; transparent pixels never fill; black
   paint on a transparent layer fills where painted. A JPEG's soft or anti-aliased edge pixels are nonzero, so
   they fill too.
@@ -24,6 +28,8 @@ import io
 import math
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from struct import error as struct_error
 
@@ -58,22 +64,55 @@ class BadImageError(ValueError):
         self.reason = reason
 
 
+def _grey_levels(image: Image.Image) -> np.ndarray:
+    """A 16/32-bit integer ("I;16*", "I") or float ("F") grey image as uint8 levels: integers scaled by 65535,
+    floats taken as [0, 1] (NaN as 0), rounded, never wrapped (out-of-range values clip)."""
+    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(values) if image.mode == "F" else values / 65535.0
+    return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB: 16/32-bit integer grey is scaled by 65535, float grey is taken as [0, 1]
     (clipped), transparency is composited on white, CMYK / palette / grey / bilevel go through PIL's converters."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        gray = np.clip(np.asarray(image, dtype=np.float64) / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "F":
-        gray = np.clip(np.asarray(image, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return Image.fromarray(_grey_levels(image), mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+    """The image at 8 bits per channel, in the simplest of "RGB", "RGBA" and "L" that holds it (as the app shows
+    a photo): deep grey by the rule of :func:`to_rgb`, alpha and colour kept where present (:func:`simplest_mode`)."""
+    if image.mode.startswith("I") or image.mode == "F":
+        image = Image.fromarray(_grey_levels(image), "L")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode not in ("L", "RGB", "RGBA"):
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return simplest_mode(image)
+
+
+def simplest_mode(image: Image.Image) -> Image.Image:
+    """Drop an alpha that is fully opaque ("RGBA" -> "RGB"), and keep grey photos grey ("RGB" -> "L")."""
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")
+    # A look at 64×64 samples first: a colour photo is told at once, without comparing 12 MP of channels.
+    if image.mode == "RGB" and is_grey(image.resize((64, 64), Image.Resampling.NEAREST)) and is_grey(image):
+        image = image.convert("L")
+    return image
+
+
+def is_grey(image: Image.Image) -> bool:
+    """Whether an "RGB" image's three channels are equal everywhere."""
+    red, green, blue = (np.asarray(channel) for channel in image.split())
+    return np.array_equal(red, green) and np.array_equal(green, blue)
 
 
 def decode_image(
@@ -320,6 +359,195 @@ def painted_hole_mask(
                 )
             return alpha > 0
     return to_hole_mask(layer, height, width)
+
+
+# --- a user's image as the network's pixels, and back -----------------------------------------------------
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
+_PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L", "I;16B", "F"}
+
+Patch = tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]
+"""New pixels for part of an image: (box: top, left, height, width, as :data:`pconv_hf.windows.Box`; predicted RGB
+(height, width, 3) float in [0, 1]; hole (height, width) bool, the pixels to replace)."""
+
+
+def _crop(array: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    top, left, height, width = box
+    return array[top : top + height, left : left + width]
+
+
+@dataclass
+class Source:
+    """A user's image as ``inpaint()`` sees it: model-facing RGB plus a way to rebuild the original type, mode and
+    bit depth with new hole pixels (every other pixel bit-identical)."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 / uint16 / float, not yet scaled
+    peak: float  # value of full white in ``rgb``
+    compose: Callable[[list[Patch]], Image.Image | np.ndarray | torch.Tensor]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    def crop_rgb(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The pixels in ``box`` as float32 RGB in [0, 1]."""
+        return _crop(self.rgb, box).astype(np.float32) / np.float32(self.peak)
+
+
+def to_source(image: ImageLike) -> Source:
+    """Wrap a PIL image, array, tensor or file path as a :class:`Source`."""
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image, "image")
+    if isinstance(image, Image.Image):
+        return _pil_source(image)
+    if isinstance(image, torch.Tensor):
+        return _tensor_source(image)
+    if isinstance(image, np.ndarray):
+        return _array_source(image)
+    raise ValueError(f"image must be a PIL image, numpy array, torch tensor or path, got {type(image).__name__}")
+
+
+def _array_source(array: np.ndarray) -> Source:
+    if array.ndim == 2:
+        array = array[..., None]
+        squeeze = True
+    else:
+        squeeze = False
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image array must be (H, W) or (H, W, 1|3|4), got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {array.shape}")
+    peak = _peak(array)
+    channels = array.shape[2]
+    rgb = array[..., :3] if channels >= 3 else np.repeat(array, 3, axis=2)
+
+    def compose(patches: list[Patch]) -> np.ndarray:
+        out = array.copy()
+        for box, prediction, hole in patches:
+            region = _crop(out, box)
+            region[hole] = _encode(prediction[hole], region[hole], peak)
+        return out[..., 0] if squeeze else out
+
+    return Source(rgb, peak, compose)
+
+
+def _peak(array: np.ndarray) -> float:
+    if array.dtype == np.uint8:
+        return 255.0
+    if array.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if not finite.all():
+            kinds = " and ".join(
+                k for k, bad in (("NaN", np.isnan(array).any()), ("infinite", np.isinf(array).any())) if bad
+            )
+            raise ValueError(
+                f"image has {array.size - int(finite.sum()):,} {kinds} values; expected float values in [0, 1]"
+            )
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            hint = "; divide 0..255 values by 255" if low >= 0 and high <= 255 else ""
+            raise ValueError(f"float images must lie in [0, 1], got values from {low} to {high}{hint}")
+        return 1.0
+    raise ValueError(f"image dtype must be uint8, uint16 or float in [0, 1], got {array.dtype}")
+
+
+def _encode(rgb: np.ndarray, like: np.ndarray, peak: float) -> np.ndarray:
+    """Predicted RGB pixels (K, 3) in [0, 1] → the original's pixel layout (K, C) and dtype."""
+    channels = like.shape[-1]
+    values = rgb if channels >= 3 else (rgb @ _LUMA)[:, None]
+    if np.issubdtype(like.dtype, np.integer):
+        values = np.clip(np.rint(values * peak), 0, peak)
+    values = values.astype(like.dtype)
+    if channels == 4:  # keep the original alpha
+        values = np.concatenate([values, like[:, 3:]], axis=1)
+    return values
+
+
+def _tensor_source(tensor: torch.Tensor) -> Source:
+    shape = tuple(tensor.shape)
+    if tensor.ndim == 4 and shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
+        array = tensor.detach().permute(1, 2, 0)
+    elif tensor.ndim == 2:
+        array = tensor.detach()
+    else:
+        raise ValueError(f"image tensor must be (H, W), (C, H, W) or (1, C, H, W) with C in 1, 3, 4, got {shape}")
+    if tensor.device.type == "meta":
+        raise ValueError("image tensor is on the meta device and holds no values; pass a CPU or CUDA tensor")
+    if tensor.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"image tensor dtype must be uint8 or float in [0, 1], got {tensor.dtype}")
+    numpy_dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+    inner = _array_source(array.to("cpu", numpy_dtype).numpy())
+
+    def compose(patches: list[Patch]) -> torch.Tensor:
+        out = torch.from_numpy(np.ascontiguousarray(inner.compose(patches)))
+        out = out.permute(2, 0, 1) if out.ndim == 3 else out
+        return out.reshape(shape).to(device=tensor.device, dtype=tensor.dtype)
+
+    return Source(inner.rgb, inner.peak, compose)
+
+
+def _pil_source(image: Image.Image) -> Source:
+    mode = image.mode
+    if mode not in _PIL_MODES:
+        raise ValueError(f"unsupported PIL image mode {mode!r}; convert it to RGB first")
+    if mode in ("I", "I;16", "I;16L", "I;16B", "F"):
+        # Numeric single-channel modes: work on the array and rebuild the same mode.
+        array = np.array(image)
+        if mode == "I":
+            if array.min() < 0 or array.max() > 65535:
+                raise ValueError(f"mode 'I' images must hold 0..65535, got {array.min()}..{array.max()}")
+            inner = _array_source(array.astype(np.uint16))
+        else:
+            inner = _array_source(array.astype(array.dtype.newbyteorder("=")))
+
+        def compose_numeric(patches: list[Patch]) -> Image.Image:
+            out = inner.compose(patches)
+            if mode == "I":
+                return Image.fromarray(out.astype(np.int32))
+            result = Image.fromarray(out)
+            return result if result.mode == mode else result.convert(mode)
+
+        return Source(inner.rgb, inner.peak, compose_numeric)
+
+    if mode == "PA":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    rgb = np.asarray(image.convert("RGB"))
+
+    def compose(patches: list[Patch]) -> Image.Image:
+        out = image.copy()
+        for (top, left, _, _), prediction, hole in patches:
+            patch = Image.fromarray(np.clip(np.rint(prediction * 255), 0, 255).astype(np.uint8), "RGB")
+            with warnings.catch_warnings():  # a crop of a photo already read is no decompression bomb
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                original = out.crop((left, top, left + patch.width, top + patch.height))
+            # Pasting through a binary mask copies whole pixels, so everything outside the hole is untouched.
+            out.paste(_convert_like(patch, original), (left, top), Image.fromarray(hole.view(np.uint8) * 255))
+        return out
+
+    return Source(rgb, 255.0, compose)
+
+
+def _convert_like(patch: Image.Image, original: Image.Image) -> Image.Image:
+    """An RGB patch in the original's mode: palette images reuse their palette, alpha is kept."""
+    mode = original.mode
+    if mode == "P":
+        return patch.quantize(palette=original, dither=Image.Dither.NONE)
+    if mode == "1":
+        return patch.convert("L").convert("1", dither=Image.Dither.NONE)
+    if mode in ("RGBA", "LA"):
+        converted = patch.convert(mode[:-1]).convert(mode)
+        converted.putalpha(original.getchannel("A"))
+        return converted
+    return patch.convert(mode)
 
 
 # --- writing -----------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 This is the user edge: the mask here is **white / nonzero = area to fill** (diffusers' and IOPaint's
 convention); it becomes the network's 1 = valid mask inside. Every pixel outside the hole comes back
-bit-identical: the result is the original with only hole pixels replaced.
+bit-identical: the result is the original with only hole pixels replaced. The image and the mask are read, and
+the result rebuilt in the image's own type, mode and bit depth, by :mod:`pconv_hf.images` (``to_source``,
+``to_hole_mask``); this module plans and runs the network.
 
 Strategies (``pconv_hf.windows`` plans where the network runs):
 - "native" (default): each group of holes is filled in a window around it at the photo's own pixel scale,
@@ -18,8 +20,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import cv2
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import ImageLike, open_image, to_hole_mask
+from .images import ImageLike, Source, to_hole_mask, to_source
 from .runtime import autocast_dtype, eval_mode
 from .windows import (
     DEFAULT_MAX_PIXELS,
@@ -49,9 +49,6 @@ MAX_RESOLUTION = 8192
 MAX_CONTEXT = 64.0
 """Largest ``context``: windows are clipped to the photo, so more adds nothing."""
 MAX_BATCH_SIZE = 256
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
-_PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16L", "I;16B", "F"}
 
 
 class InpaintingNetwork(Protocol):
@@ -346,178 +343,3 @@ def _refine(
     for (i, _), band, fine_fill in zip(todo, bands, refined):
         fills[i] = np.where(band[..., None], fine_fill, fills[i])
     return fills
-
-
-# --- inputs and outputs ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Source:
-    """The user's image: model-facing RGB plus a way to rebuild the original type with new hole pixels."""
-
-    rgb: np.ndarray  # (H, W, 3) uint8 / uint16 / float, not yet scaled
-    peak: float  # value of full white in ``rgb``
-    compose: Callable[[list[tuple[Box, np.ndarray, np.ndarray]]], Image.Image | np.ndarray | torch.Tensor]
-
-    @property
-    def height(self) -> int:
-        return self.rgb.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.rgb.shape[1]
-
-    def crop_rgb(self, box: Box) -> np.ndarray:
-        return _crop(self.rgb, box).astype(np.float32) / np.float32(self.peak)
-
-
-def to_source(image: ImageLike) -> Source:
-    """Wrap a PIL image, array, tensor or file path as a :class:`Source`."""
-    if isinstance(image, (str, os.PathLike)):
-        image = open_image(image, "image")
-    if isinstance(image, Image.Image):
-        return _pil_source(image)
-    if isinstance(image, torch.Tensor):
-        return _tensor_source(image)
-    if isinstance(image, np.ndarray):
-        return _array_source(image)
-    raise ValueError(f"image must be a PIL image, numpy array, torch tensor or path, got {type(image).__name__}")
-
-
-def _array_source(array: np.ndarray) -> Source:
-    if array.ndim == 2:
-        array = array[..., None]
-        squeeze = True
-    else:
-        squeeze = False
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image array must be (H, W) or (H, W, 1|3|4), got shape {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"image is empty: shape {array.shape}")
-    peak = _peak(array)
-    channels = array.shape[2]
-    rgb = array[..., :3] if channels >= 3 else np.repeat(array, 3, axis=2)
-
-    def compose(patches: list[tuple[Box, np.ndarray, np.ndarray]]) -> np.ndarray:
-        out = array.copy()
-        for box, prediction, hole in patches:
-            region = _crop(out, box)
-            region[hole] = _encode(prediction[hole], region[hole], peak)
-        return out[..., 0] if squeeze else out
-
-    return Source(rgb, peak, compose)
-
-
-def _peak(array: np.ndarray) -> float:
-    if array.dtype == np.uint8:
-        return 255.0
-    if array.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(array.dtype, np.floating):
-        finite = np.isfinite(array)
-        if not finite.all():
-            kinds = " and ".join(
-                k for k, bad in (("NaN", np.isnan(array).any()), ("infinite", np.isinf(array).any())) if bad
-            )
-            raise ValueError(
-                f"image has {array.size - int(finite.sum()):,} {kinds} values; expected float values in [0, 1]"
-            )
-        low, high = float(array.min()), float(array.max())
-        if low < 0 or high > 1:
-            hint = "; divide 0..255 values by 255" if low >= 0 and high <= 255 else ""
-            raise ValueError(f"float images must lie in [0, 1], got values from {low} to {high}{hint}")
-        return 1.0
-    raise ValueError(f"image dtype must be uint8, uint16 or float in [0, 1], got {array.dtype}")
-
-
-def _encode(rgb: np.ndarray, like: np.ndarray, peak: float) -> np.ndarray:
-    """Predicted RGB pixels (K, 3) in [0, 1] → the original's pixel layout (K, C) and dtype."""
-    channels = like.shape[-1]
-    values = rgb if channels >= 3 else (rgb @ _LUMA)[:, None]
-    if np.issubdtype(like.dtype, np.integer):
-        values = np.clip(np.rint(values * peak), 0, peak)
-    values = values.astype(like.dtype)
-    if channels == 4:  # keep the original alpha
-        values = np.concatenate([values, like[:, 3:]], axis=1)
-    return values
-
-
-def _tensor_source(tensor: torch.Tensor) -> Source:
-    shape = tuple(tensor.shape)
-    if tensor.ndim == 4 and shape[0] == 1:
-        tensor = tensor[0]
-    if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
-        array = tensor.detach().permute(1, 2, 0)
-    elif tensor.ndim == 2:
-        array = tensor.detach()
-    else:
-        raise ValueError(f"image tensor must be (H, W), (C, H, W) or (1, C, H, W) with C in 1, 3, 4, got {shape}")
-    if tensor.device.type == "meta":
-        raise ValueError("image tensor is on the meta device and holds no values; pass a CPU or CUDA tensor")
-    if tensor.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"image tensor dtype must be uint8 or float in [0, 1], got {tensor.dtype}")
-    numpy_dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
-    inner = _array_source(array.to("cpu", numpy_dtype).numpy())
-
-    def compose(patches: list[tuple[Box, np.ndarray, np.ndarray]]) -> torch.Tensor:
-        out = torch.from_numpy(np.ascontiguousarray(inner.compose(patches)))
-        out = out.permute(2, 0, 1) if out.ndim == 3 else out
-        return out.reshape(shape).to(device=tensor.device, dtype=tensor.dtype)
-
-    return Source(inner.rgb, inner.peak, compose)
-
-
-def _pil_source(image: Image.Image) -> Source:
-    mode = image.mode
-    if mode not in _PIL_MODES:
-        raise ValueError(f"unsupported PIL image mode {mode!r}; convert it to RGB first")
-    if mode in ("I", "I;16", "I;16L", "I;16B", "F"):
-        # Numeric single-channel modes: work on the array and rebuild the same mode.
-        array = np.array(image)
-        if mode == "I":
-            if array.min() < 0 or array.max() > 65535:
-                raise ValueError(f"mode 'I' images must hold 0..65535, got {array.min()}..{array.max()}")
-            inner = _array_source(array.astype(np.uint16))
-        else:
-            inner = _array_source(array.astype(array.dtype.newbyteorder("=")))
-
-        def compose_numeric(patches: list[tuple[Box, np.ndarray, np.ndarray]]) -> Image.Image:
-            out = inner.compose(patches)
-            if mode == "I":
-                return Image.fromarray(out.astype(np.int32))
-            result = Image.fromarray(out)
-            return result if result.mode == mode else result.convert(mode)
-
-        return Source(inner.rgb, inner.peak, compose_numeric)
-
-    if mode == "PA":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    rgb = np.asarray(image.convert("RGB"))
-
-    def compose(patches: list[tuple[Box, np.ndarray, np.ndarray]]) -> Image.Image:
-        out = image.copy()
-        for (top, left, _, _), prediction, hole in patches:
-            patch = Image.fromarray(np.clip(np.rint(prediction * 255), 0, 255).astype(np.uint8), "RGB")
-            with warnings.catch_warnings():  # a crop of a photo already read is no decompression bomb
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                original = out.crop((left, top, left + patch.width, top + patch.height))
-            # Pasting through a binary mask copies whole pixels, so everything outside the hole is untouched.
-            out.paste(_convert_like(patch, original), (left, top), Image.fromarray(hole.view(np.uint8) * 255))
-        return out
-
-    return Source(rgb, 255.0, compose)
-
-
-def _convert_like(patch: Image.Image, original: Image.Image) -> Image.Image:
-    """An RGB patch in the original's mode: palette images reuse their palette, alpha is kept."""
-    mode = original.mode
-    if mode == "P":
-        return patch.quantize(palette=original, dither=Image.Dither.NONE)
-    if mode == "1":
-        return patch.convert("L").convert("1", dither=Image.Dither.NONE)
-    if mode in ("RGBA", "LA"):
-        converted = patch.convert(mode[:-1]).convert(mode)
-        converted.putalpha(original.getchannel("A"))
-        return converted
-    return patch.convert(mode)

@@ -327,12 +327,6 @@ def test_predict_errors(models, astronaut, value, options, message):
         app.predict(value, **arguments, models=models)
 
 
-def test_simplest_mode():
-    assert app.simplest_mode(Image.new("RGBA", (4, 4), (10, 20, 30, 255))).mode == "RGB"
-    assert app.simplest_mode(Image.new("RGBA", (4, 4), (10, 20, 30, 254))).mode == "RGBA"
-    assert app.simplest_mode(Image.new("RGBA", (4, 4), (7, 7, 7, 255))).mode == "L"
-
-
 def test_model_sources(tmp_path, model_dir, monkeypatch):
     monkeypatch.setattr(app.pconv_hf, "DEFAULT_CHECKPOINT", tmp_path / "not-trained-yet")
     with pytest.raises(ValueError, match=r"bundled model is missing .*--model DIR"):

@@ -14,7 +14,16 @@ import pconv_hf
 from pconv_hf import PartialConv2d, PConvUNet
 from pconv_hf.cli import main as cli_main
 from pconv_hf.evaluation import mask_settings
-from pconv_hf.images import displayed_size, list_images, open_image, save_image, to_hole_mask
+from pconv_hf.images import (
+    displayed_size,
+    list_images,
+    open_image,
+    save_image,
+    simplest_mode,
+    to_eight_bit,
+    to_hole_mask,
+    to_rgb,
+)
 from pconv_hf.masks import MaskFolder, load_mask, make_mask_source
 
 SIZE = 64
@@ -408,3 +417,26 @@ def test_save_image_png_compress_level_changes_size_not_pixels(astronaut, tmp_pa
     assert np.array_equal(np.asarray(Image.open(tmp_path / "fast.png")), astronaut)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "small.png")), astronaut)
     assert (tmp_path / "fast.png").stat().st_size > (tmp_path / "small.png").stat().st_size
+
+
+def test_simplest_mode():
+    assert simplest_mode(Image.new("RGBA", (4, 4), (10, 20, 30, 255))).mode == "RGB"
+    assert simplest_mode(Image.new("RGBA", (4, 4), (10, 20, 30, 254))).mode == "RGBA"
+    assert simplest_mode(Image.new("RGBA", (4, 4), (7, 7, 7, 255))).mode == "L"
+
+
+def test_deep_grey_reads_by_one_rule():
+    # 16/32-bit integer grey scales by 65535, float grey is [0, 1]: the network's RGB (to_rgb) and the app's 8-bit
+    # copy (to_eight_bit) hold the same levels, rounded to nearest and clipped, never wrapped.
+    levels = np.array([[0, 128, 129, 385, 65535, 70000, -5]], dtype=np.int32)
+    expected = np.array([[0, 0, 1, 1, 255, 255, 0]], dtype=np.uint8)
+    floats = np.array([[0.0, 0.5, 1 / 255, 0.999, 1.5, -0.2, np.nan]], dtype=np.float32)
+    expected_floats = np.array([[0, 128, 1, 255, 255, 0, 0]], dtype=np.uint8)
+    for image, want in [
+        (Image.fromarray(levels[:, :5].astype(np.uint16)), expected[:, :5]),  # "I;16"
+        (Image.fromarray(levels), expected),  # "I"
+        (Image.fromarray(floats), expected_floats),  # "F"
+    ]:
+        eight = to_eight_bit(image)
+        assert eight.mode == "L" and np.array_equal(np.asarray(eight), want), image.mode
+        assert np.array_equal(np.asarray(to_rgb(image))[..., 0], want), image.mode
