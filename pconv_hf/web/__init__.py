@@ -1,7 +1,7 @@
 """The browser page: a static folder that fills photos with ONNX Runtime Web, and a local server for it.
 
     pconv-export --web site/                      # the bundled model, fp16-stored weights (52 MB)
-    pconv-export --web site/ --quantize uint8     # dynamic uint8 weights (26 MB, slightly different fills)
+    pconv-export --web site/ --quantize uint8     # uint8 kernels, dequantised in the graph (26 MB)
     pconv-export --serve site/                    # http://127.0.0.1:8000 with the headers wasm threads need
 
 The folder holds ``index.html``, the page's ES modules (``static/`` here, copied as they are: no build step),
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import logging
 import os
 import shutil
 import sys
@@ -87,11 +86,12 @@ def ort_dist(path: str | os.PathLike | None = None) -> Path:
 # --- the model ---------------------------------------------------------------------------------------------
 
 
-def store_weights_fp16(model: Any) -> Any:
+def store_weights_fp16(model: Any, keep: frozenset[str] = frozenset()) -> Any:
     """An ONNX model whose float32 weights are stored as float16, each followed by a Cast back to float32.
 
     The graph still computes in float32 and its inputs and outputs keep their types; only the file halves. Weights
-    that are float16 values already (the bundled model's) give bit-identical outputs.
+    that are float16 values already (the bundled model's) give bit-identical outputs. Initialisers named in
+    ``keep`` stay as they are.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -100,6 +100,8 @@ def store_weights_fp16(model: Any) -> Any:
     for tensor in graph.initializer:
         if tensor.data_type != TensorProto.FLOAT or int(np.prod(tensor.dims)) < MIN_FP16_ELEMENTS:
             continue
+        if tensor.name in keep:
+            continue
         values = numpy_helper.to_array(tensor)
         if not np.all(np.abs(values) <= np.finfo(np.float16).max):
             continue
@@ -107,38 +109,77 @@ def store_weights_fp16(model: Any) -> Any:
         half = numpy_helper.from_array(values.astype(np.float16), f"{name}__fp16")
         tensor.CopyFrom(half)
         casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=f"{name}__cast"))
-    nodes = casts + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _prepend_nodes(graph, casts)
     return model
 
 
+def quantize_uint8(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-output-channel affine uint8 codes of a float kernel (axis 0): ``(codes, scale, zero_point)`` with
+    ``(codes - zero_point) * scale`` close to ``weights``; each channel's range includes 0, so 0 stays exact."""
+    flat = weights.reshape(len(weights), -1).astype(np.float64)
+    low, high = np.minimum(flat.min(axis=1), 0.0), np.maximum(flat.max(axis=1), 0.0)
+    scale = ((high - low) / 255.0).astype(np.float32)
+    scale[scale == 0] = 1.0  # an all-zero channel
+    zero_point = np.clip(np.rint(-low / scale), 0, 255)
+    codes = np.clip(np.rint(flat / scale[:, None]) + zero_point[:, None], 0, 255).astype(np.uint8)
+    return codes.reshape(weights.shape), scale, zero_point.astype(np.uint8)
+
+
+def store_weights_uint8(model: Any) -> Any:
+    """An ONNX model whose convolution kernels are stored as uint8 (per output channel, :func:`quantize_uint8`), each
+    followed by a DequantizeLinear back to float32; the other weights as :func:`store_weights_fp16` stores them.
+
+    Weight-only quantisation: the graph still convolves in float32, so every runtime (Python ONNX Runtime and
+    ONNX Runtime Web alike) computes the same function of the same dequantised weights; only the file shrinks to
+    about a quarter. Constant kernels (the partial convolutions' window of ones) stay exact in float16.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    kernels = {node.input[1] for node in graph.node if node.op_type == "Conv" and len(node.input) > 1}
+    nodes, scales = [], set()
+    for tensor in graph.initializer:
+        if tensor.name not in kernels or tensor.data_type != TensorProto.FLOAT or len(tensor.dims) < 2:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if np.all(values == values.flat[0]):
+            continue
+        codes, scale, zero_point = quantize_uint8(values)
+        name = tensor.name
+        tensor.CopyFrom(numpy_helper.from_array(codes, f"{name}__uint8"))
+        graph.initializer.extend([
+            numpy_helper.from_array(scale, f"{name}__scale"),
+            numpy_helper.from_array(zero_point, f"{name}__zero_point"),
+        ])  # fmt: skip
+        scales.add(f"{name}__scale")
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear", [f"{name}__uint8", f"{name}__scale", f"{name}__zero_point"], [name],
+                axis=0, name=f"{name}__dequantize",
+            )
+        )  # fmt: skip
+    _prepend_nodes(graph, nodes)
+    return store_weights_fp16(model, keep=frozenset(scales))
+
+
+def _prepend_nodes(graph: Any, nodes: list) -> None:
+    """Put ``nodes`` (which read only initialisers) before the graph's own, keeping it topologically sorted."""
+    everything = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(everything)
+
+
 def write_web_model(source: Path, target: Path, quantize: str | None = None) -> None:
-    """``source`` (a pconv-export file) as the page's model: fp16-stored weights, or dynamic ``quantize`` weights."""
+    """``source`` (a pconv-export file) as the page's model: fp16-stored weights, or ``quantize="uint8"``
+    kernels (:func:`store_weights_uint8`)."""
     import onnx
 
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
-    metadata = {entry.key: entry.value for entry in onnx.load(source, load_external_data=False).metadata_props}
-    if quantize is None:
-        model = store_weights_fp16(onnx.load(source))
-    else:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser advises pre-processing on the root logger, for CNNs in vain
-        try:
-            quantize_dynamic(source, target, weight_type=QuantType.QUInt8)
-        finally:
-            root.setLevel(level)
-        model = onnx.load(target)
-        present = {entry.key for entry in model.metadata_props}
-        for key, value in metadata.items():
-            if key not in present:
-                model.metadata_props.add(key=key, value=value)
+    model = onnx.load(source)
     if CONFIG_KEY not in {entry.key for entry in model.metadata_props}:
         raise ValueError(f"{str(source)!r} is not a PConvUNet export (no {CONFIG_KEY!r} metadata); use pconv-export")
+    model = store_weights_fp16(model) if quantize is None else store_weights_uint8(model)
     onnx.save(model, target)
 
 

@@ -121,7 +121,7 @@ worker.onmessage = ({ data }) => {
     if (data.stage === "download") say(`Downloading the model: ${mb(data.loaded)} of ${mb(data.total)} MB`);
     else if (data.stage === "cache") say("Model found in this browser's cache");
     else if (data.stage === "session") say("Preparing the network…");
-    else if (data.stage === "fill") say(`Inpainting: window ${data.loaded} of ${data.total}`);
+    else if (data.stage === "fill") say(`Inpainting: network pass ${data.loaded} of ${data.total}`);
   } else if (data.type === "ready") {
     state.ready = true;
     const engine = data.backend === "webgpu" ? "WebGPU" : `wasm, ${data.threads} thread${data.threads === 1 ? "" : "s"}`;
@@ -147,14 +147,21 @@ worker.onmessage = ({ data }) => {
 };
 worker.onerror = (event) => say(`The worker failed: ${event.message || "module workers unsupported?"}`, { error: true });
 
+/** inpaint()'s options from the address: ?strategy=crop (default native), &context=, &reach=, &maxPixels=, &refine=0. */
+function fillOptions() {
+  const options = { strategy: params.get("strategy") || "native" };
+  for (const name of ["context", "reach", "maxPixels"]) if (params.has(name)) options[name] = Number(params.get(name));
+  if (params.get("refine") === "0") options.refine = false;
+  return options;
+}
+
 function fillInWorker(photo, hole) {
   const id = ++state.fillId;
   const rgba = new Uint8ClampedArray(photo.data); // a copy: the worker takes it
   return new Promise((resolve, reject) => {
     fills.set(id, { resolve, reject });
-    const context = Number(params.get("context") || 2);
     worker.postMessage(
-      { type: "fill", id, rgba: rgba.buffer, hole: hole.buffer, height: photo.height, width: photo.width, context },
+      { type: "fill", id, rgba: rgba.buffer, hole: hole.buffer, height: photo.height, width: photo.width, options: fillOptions() },
       [rgba.buffer, hole.buffer],
     );
   });
@@ -182,6 +189,10 @@ async function inpaint() {
     download.href = state.resultUrl;
     download.download = `${state.name}-filled.png`;
     download.setAttribute("aria-disabled", "false");
+    // For scripts (tests, benchmarks/bench_web.py): the windows as [top, left, height, width, scale, refine scale]
+    // and the worker's fill time; set before the result so that they are there when its src changes.
+    document.body.dataset.windows = JSON.stringify(done.windows.map((w) => [w.top, w.left, w.height, w.width, w.scale, w.refine]));
+    document.body.dataset.fillSeconds = String(done.seconds);
     $("result").src = state.resultUrl;
     const windows = done.windows.length;
     say(`Filled in ${done.seconds.toFixed(1)} s (${windows} window${windows === 1 ? "" : "s"}). Download the full-size PNG.`);

@@ -1,75 +1,166 @@
-// Where the network looks: a port of plan_windows() in pconv_hf/inpainting.py for inpaint(strategy="crop").
-// Kept in its own module so that another planning strategy can be ported beside it (see docs/web.md).
-import { componentBoxes, dilateSquare } from "./imageops.js";
+// Where the network runs: a port of pconv_hf/windows.py. planNativeWindows is plan_native_windows (inpaint()'s
+// default strategy, "native"); planWindows is plan_windows (strategy="crop"). A window is
+// {top, left, height, width, scale, holeWidth}: a box of the photo filled at scale (1 = the photo's own pixels).
+import { chamferDistance, dilateSquare, labelComponents } from "./imageops.js";
 
 export const MAX_WINDOWS = 256;
+export const DEFAULT_REACH = 64;
+export const DEFAULT_MAX_PIXELS = 1_500_000;
+export const DEFAULT_MARGIN = 64;
+export const REFINE_BAND = 0.5;
+const GROUP_GAP = 16; // hole_regions' gap
 
 function overlap(a, b) {
   return a.top < b.top + b.height && b.top < a.top + a.height && a.left < b.left + b.width && b.left < a.left + a.width;
 }
 
-/** Hole regions {top, left, bottom, right}: holes closer than resolution / 8 grouped, each box tight on its holes. */
-function holeRegions(hole, height, width, resolution) {
-  const gap = Math.max(1, Math.floor(resolution / 8));
-  const grouped = dilateSquare(hole, height, width, gap);
-  const components = componentBoxes(grouped, height, width);
-  if (components.length > MAX_WINDOWS) return null;
-  const regions = [];
-  for (const box of components) {
-    let top = box.bottom, bottom = -1, left = box.right, right = -1;
-    for (let y = box.top; y < box.bottom; y++) {
-      for (let x = box.left; x < box.right; x++) {
-        if (!hole[y * width + x]) continue;
-        if (y < top) top = y;
-        if (y > bottom) bottom = y;
-        if (x < left) left = x;
-        if (x > right) right = x;
+/** windows._padded_box: the region grown by pad on every side, at least minSide a side, clipped to the photo. */
+function paddedBox({ top, left, bottom, right }, pad, minSide, height, width) {
+  pad = Math.ceil(pad);
+  const winHeight = Math.min(height, Math.max(bottom - top + 2 * pad, Math.ceil(minSide)));
+  const winWidth = Math.min(width, Math.max(right - left + 2 * pad, Math.ceil(minSide)));
+  return {
+    top: Math.min(Math.max(Math.floor((top + bottom - winHeight) / 2), 0), height - winHeight),
+    left: Math.min(Math.max(Math.floor((left + right - winWidth) / 2), 0), width - winWidth),
+    height: winHeight,
+    width: winWidth,
+  };
+}
+
+/** windows._merge_overlapping: window(region) of every region; two regions whose windows overlap become one
+ * (union), until no windows overlap. Regions and windows keep their order. */
+function mergeOverlapping(regions, window, union) {
+  regions = [...regions];
+  const windows = regions.map(window);
+  let merged = true;
+  while (merged) {
+    merged = false;
+    for (let i = 0; i < windows.length && !merged; i++) {
+      for (let j = i + 1; j < windows.length; j++) {
+        if (!overlap(windows[i], windows[j])) continue;
+        regions[i] = union(regions[i], regions[j]);
+        regions.splice(j, 1);
+        windows.splice(j, 1);
+        windows[i] = window(regions[i]);
+        merged = true;
+        break;
       }
     }
-    if (bottom >= 0) regions.push({ top, left, bottom: bottom + 1, right: right + 1 });
+  }
+  return windows;
+}
+
+function unionBounds(a, b) {
+  return {
+    top: Math.min(a.top, b.top), left: Math.min(a.left, b.left),
+    bottom: Math.max(a.bottom, b.bottom), right: Math.max(a.right, b.right),
+  };
+}
+
+/** Tight bounds {top, left, bottom, right} of the hole pixels under each label (null where it has none), and
+ * the largest value of perPixel(index) over them. */
+function boundsPerLabel(hole, labels, count, height, width, perPixel = null) {
+  const bounds = Array.from({ length: count }, () => null);
+  const largest = new Float64Array(count);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const index = y * width + x;
+      if (!hole[index]) continue;
+      const label = labels[index];
+      const box = bounds[label];
+      if (box === null) bounds[label] = { top: y, left: x, bottom: y + 1, right: x + 1 };
+      else {
+        if (x < box.left) box.left = x;
+        if (x + 1 > box.right) box.right = x + 1;
+        box.bottom = y + 1;
+      }
+      if (perPixel !== null) largest[label] = Math.max(largest[label], perPixel(index));
+    }
+  }
+  return { bounds, largest };
+}
+
+/** Tight bounds of the hole pixels inside box {top, left, bottom, right}, or null when there are none. */
+function holeBounds(hole, width, box) {
+  let bounds = null;
+  for (let y = box.top; y < box.bottom; y++) {
+    for (let x = box.left; x < box.right; x++) {
+      if (!hole[y * width + x]) continue;
+      if (bounds === null) bounds = { top: y, left: x, bottom: y + 1, right: x + 1 };
+      bounds.left = Math.min(bounds.left, x);
+      bounds.right = Math.max(bounds.right, x + 1);
+      bounds.bottom = y + 1;
+    }
+  }
+  return bounds;
+}
+
+/**
+ * windows.hole_regions: groups of holes closer than gap pixels, each {top, left, bottom, right, holeWidth}: the
+ * box bounds the group's hole pixels, holeWidth is twice the largest chamfer distance from one to a known pixel.
+ */
+export function holeRegions(hole, height, width, gap = GROUP_GAP) {
+  const distance = chamferDistance(hole, height, width);
+  const grouped = gap > 1 ? dilateSquare(hole, height, width, gap) : hole;
+  const components = labelComponents(grouped, height, width, MAX_WINDOWS);
+  // A speckled mask (more than MAX_WINDOWS groups): one group.
+  const labels = components === null ? grouped : components.labels;
+  const count = components === null ? 2 : components.boxes.length + 1;
+  const { bounds, largest } = boundsPerLabel(hole, labels, count, height, width, (index) => distance[index]);
+  const regions = [];
+  for (let label = 1; label < count; label++) {
+    if (bounds[label] !== null) regions.push({ ...bounds[label], holeWidth: 2 * largest[label] });
   }
   return regions;
 }
 
-/** Non-overlapping windows {top, left, height, width} that cover every hole pixel, with context around them.
+/**
+ * windows.plan_native_windows: non-overlapping windows that cover every hole pixel, each at the scale
+ * min(1, reach / hole width), lowered until the window (its group's box plus margin working pixels, at least
+ * minSide working pixels a side) holds at most maxPixels working pixels; the whole photo when they would cover it.
  * @param {Uint8Array} hole 1 = fill, height * width
- * @param {number} resolution the model's working resolution (its sample_size)
- * @param {number} context a window's side is at least context times its hole region's longer side
+ * @param {object} options reach, maxPixels, margin, minSide (inpaint() passes the model's sample_size)
+ */
+export function planNativeWindows(hole, height, width, options = {}) {
+  const { reach = DEFAULT_REACH, maxPixels = DEFAULT_MAX_PIXELS, margin = DEFAULT_MARGIN, minSide = 256 } = options;
+  const window = (region) => {
+    let scale = region.holeWidth > 0 ? Math.min(1.0, reach / region.holeWidth) : 1.0;
+    let box;
+    for (let i = 0; i < 8; i++) {
+      box = paddedBox(region, margin / scale, minSide / scale, height, width);
+      const excess = (((box.height * box.width) * scale) * scale) / maxPixels;
+      if (excess <= 1.0) break;
+      scale /= Math.sqrt(excess) * 1.01;
+    }
+    return { ...box, scale, holeWidth: region.holeWidth };
+  };
+  const union = (a, b) => ({ ...unionBounds(a, b), holeWidth: Math.max(a.holeWidth, b.holeWidth) });
+  const windows = mergeOverlapping(holeRegions(hole, height, width), window, union);
+  const area = windows.reduce((sum, w) => sum + w.height * w.width, 0);
+  if (area < height * width) return windows;
+  const holeWidth = Math.max(0, ...windows.map((w) => w.holeWidth));
+  const scale = Math.min(1.0, holeWidth > 0 ? reach / holeWidth : 1.0, Math.sqrt(maxPixels / (height * width)));
+  return [{ top: 0, left: 0, height, width, scale, holeWidth }];
+}
+
+/**
+ * windows.plan_windows + inpainting._at_resolution (strategy="crop"): square windows of at least context times
+ * their hole region's longer side (and at least resolution), each downscaled so its longer side is at most
+ * resolution; holes closer than resolution / 8 grouped; the whole photo when the windows would cover it.
  */
 export function planWindows(hole, height, width, resolution, context = 2.0) {
-  const whole = [{ top: 0, left: 0, height, width }];
-  const regions = holeRegions(hole, height, width, resolution);
-  if (regions === null) return whole;
-  const window = ({ top, left, bottom, right }) => {
-    const side = Math.max(resolution, Math.ceil(context * Math.max(bottom - top, right - left)));
-    const winHeight = Math.min(side, height);
-    const winWidth = Math.min(side, width);
-    return {
-      top: Math.min(Math.max(Math.floor((top + bottom - winHeight) / 2), 0), height - winHeight),
-      left: Math.min(Math.max(Math.floor((left + right - winWidth) / 2), 0), width - winWidth),
-      height: winHeight,
-      width: winWidth,
-    };
+  const atResolution = (box) => ({ ...box, scale: Math.min(1.0, resolution / Math.max(box.height, box.width)), holeWidth: 0 });
+  const whole = [atResolution({ top: 0, left: 0, height, width })];
+  const gap = Math.max(1, Math.floor(resolution / 8));
+  const components = labelComponents(dilateSquare(hole, height, width, gap), height, width, MAX_WINDOWS);
+  if (components === null) return whole;
+  // As plan_windows: the bounds of every hole pixel inside a group's box (a neighbour group's too).
+  const regions = components.boxes.map((box) => holeBounds(hole, width, box)).filter(Boolean);
+  const window = (region) => {
+    const side = Math.max(resolution, Math.ceil(context * Math.max(region.bottom - region.top, region.right - region.left)));
+    return paddedBox(region, 0, side, height, width);
   };
-  let merged = true;
-  while (merged) {
-    merged = false;
-    const windows = regions.map(window);
-    search: for (let i = 0; i < windows.length; i++) {
-      for (let j = i + 1; j < windows.length; j++) {
-        if (!overlap(windows[i], windows[j])) continue;
-        const a = regions[i], b = regions[j];
-        regions[i] = {
-          top: Math.min(a.top, b.top), left: Math.min(a.left, b.left),
-          bottom: Math.max(a.bottom, b.bottom), right: Math.max(a.right, b.right),
-        };
-        regions.splice(j, 1);
-        merged = true;
-        break search;
-      }
-    }
-  }
-  const windows = regions.map(window);
-  const area = windows.reduce((sum, w) => sum + w.height * w.width, 0);
-  return area >= height * width ? whole : windows;
+  const boxes = mergeOverlapping(regions, window, unionBounds);
+  const area = boxes.reduce((sum, w) => sum + w.height * w.width, 0);
+  return area >= height * width ? whole : boxes.map(atResolution);
 }

@@ -1,5 +1,6 @@
 // The network in a Web Worker: loads ONNX Runtime Web (WebGPU when an adapter exists, wasm otherwise), the model
-// (from Cache Storage after the first visit, with download progress), and fills photos with pipeline.js.
+// (from Cache Storage after the first visit, with download progress), and fills photos with pipeline.js
+// (inpaint()'s native strategy by default, crop on request).
 import { fillHoles } from "./pipeline.js";
 
 const CACHE_NAME = "pconv-hf-model";
@@ -103,12 +104,12 @@ async function run(image, valid, height, width) {
   return data;
 }
 
-async function fill({ id, rgba, hole, height, width, context }) {
+async function fill({ id, rgba, hole, height, width, options }) {
   const started = performance.now();
   const result = await fillHoles(new Uint8ClampedArray(rgba), new Uint8Array(hole), height, width, {
-    resolution: manifest.sample_size,
+    ...options,
+    sampleSize: manifest.sample_size,
     multiple: manifest.size_multiple,
-    context,
     run,
     onProgress: (done, total) => post({ type: "progress", stage: "fill", id, loaded: done, total }),
   });
