@@ -48,24 +48,26 @@ export function dilateSquare(mask, height, width, size) {
 
 /**
  * The 8-connected components of a mask, numbered as cv2.connectedComponentsWithStats numbers them: by the first
- * 2x2 block (in raster order of blocks) that holds one of their pixels.
- * @returns {{labels: Int32Array, boxes: object[]} | null} labels 1.. per pixel (0 = background) and each label's
- *   {top, left, bottom, right} (exclusive ends); null when there are more than maxCount components
+ * 2x2 block (in raster order of blocks) that holds one of their pixels. visit(index, label) is called for every
+ * pixel of every component (labels from 1), so that callers gather what they need without a label image.
+ * @returns {object[] | null} each label's bounds {top, left, bottom, right} (exclusive ends), or null when there
+ *   are more than maxCount components
  */
-export function labelComponents(mask, height, width, maxCount = Infinity) {
-  const labels = new Int32Array(height * width);
+export function labelComponents(mask, height, width, maxCount = Infinity, visit = () => {}) {
+  const seen = new Uint8Array(height * width);
   const boxes = [];
   const stack = [];
   const flood = (start) => {
-    if (!mask[start] || labels[start]) return true;
+    if (!mask[start] || seen[start]) return true;
     if (boxes.length >= maxCount) return false;
     const box = { top: height, left: width, bottom: 0, right: 0 };
     const label = boxes.length + 1;
     boxes.push(box);
-    labels[start] = label;
+    seen[start] = 1;
     stack.push(start);
     while (stack.length) {
       const index = stack.pop();
+      visit(index, label);
       const y = Math.floor(index / width);
       const x = index - y * width;
       if (y < box.top) box.top = y;
@@ -75,8 +77,8 @@ export function labelComponents(mask, height, width, maxCount = Infinity) {
       for (let ny = Math.max(0, y - 1); ny <= Math.min(height - 1, y + 1); ny++) {
         for (let nx = Math.max(0, x - 1); nx <= Math.min(width - 1, x + 1); nx++) {
           const next = ny * width + nx;
-          if (mask[next] && !labels[next]) {
-            labels[next] = label;
+          if (mask[next] && !seen[next]) {
+            seen[next] = 1;
             stack.push(next);
           }
         }
@@ -91,7 +93,7 @@ export function labelComponents(mask, height, width, maxCount = Infinity) {
       }
     }
   }
-  return { labels, boxes };
+  return boxes;
 }
 
 // cv2.distanceTransform(mask, DIST_L2, 5) is OpenCV's 5x5 chamfer distance (steps of 1, 1.4 and 2.1969 pixels,
@@ -141,12 +143,12 @@ export function chamferDistance(mask, height, width) {
       );
     }
   }
-  // Pack the rows to the front (each row moves to a lower index), then drop the rest.
+  // Pack the rows to the front (each row moves to a lower index); the view keeps the one buffer.
   for (let i = 0; i < height; i++) {
     const from = (i + border) * step + border;
     temp.copyWithin(i * width, from, from + width);
   }
-  return temp.slice(0, height * width);
+  return temp.subarray(0, height * width);
 }
 
 // --- resizing --------------------------------------------------------------------------------------------------

@@ -57,27 +57,31 @@ function unionBounds(a, b) {
   };
 }
 
-/** Tight bounds {top, left, bottom, right} of the hole pixels under each label (null where it has none), and
- * the largest value of perPixel(index) over them. */
-function boundsPerLabel(hole, labels, count, height, width, perPixel = null) {
-  const bounds = Array.from({ length: count }, () => null);
-  const largest = new Float64Array(count);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const index = y * width + x;
-      if (!hole[index]) continue;
-      const label = labels[index];
-      const box = bounds[label];
-      if (box === null) bounds[label] = { top: y, left: x, bottom: y + 1, right: x + 1 };
-      else {
-        if (x < box.left) box.left = x;
-        if (x + 1 > box.right) box.right = x + 1;
-        box.bottom = y + 1;
-      }
-      if (perPixel !== null) largest[label] = Math.max(largest[label], perPixel(index));
-    }
+/** Gathers, per label, the tight bounds {top, left, bottom, right} of its hole pixels (null: none) and the largest
+ * distance at one of them; add(index, label) takes one pixel. */
+class HoleStats {
+  constructor(hole, width, distance) {
+    Object.assign(this, { hole, width, distance, bounds: [null], largest: [0] });
   }
-  return { bounds, largest };
+
+  add(index, label) {
+    if (!this.hole[index]) return;
+    while (this.bounds.length <= label) {
+      this.bounds.push(null);
+      this.largest.push(0);
+    }
+    const y = Math.floor(index / this.width);
+    const x = index - y * this.width;
+    const box = this.bounds[label];
+    if (box === null) this.bounds[label] = { top: y, left: x, bottom: y + 1, right: x + 1 };
+    else {
+      box.top = Math.min(box.top, y);
+      box.left = Math.min(box.left, x);
+      box.bottom = Math.max(box.bottom, y + 1);
+      box.right = Math.max(box.right, x + 1);
+    }
+    this.largest[label] = Math.max(this.largest[label], this.distance[index]);
+  }
 }
 
 /** Tight bounds of the hole pixels inside box {top, left, bottom, right}, or null when there are none. */
@@ -102,14 +106,16 @@ function holeBounds(hole, width, box) {
 export function holeRegions(hole, height, width, gap = GROUP_GAP) {
   const distance = chamferDistance(hole, height, width);
   const grouped = gap > 1 ? dilateSquare(hole, height, width, gap) : hole;
-  const components = labelComponents(grouped, height, width, MAX_WINDOWS);
-  // A speckled mask (more than MAX_WINDOWS groups): one group.
-  const labels = components === null ? grouped : components.labels;
-  const count = components === null ? 2 : components.boxes.length + 1;
-  const { bounds, largest } = boundsPerLabel(hole, labels, count, height, width, (index) => distance[index]);
+  let stats = new HoleStats(hole, width, distance);
+  const groups = labelComponents(grouped, height, width, MAX_WINDOWS, (index, label) => stats.add(index, label));
+  if (groups === null) {
+    // A speckled mask (more than MAX_WINDOWS groups): one group.
+    stats = new HoleStats(hole, width, distance);
+    for (let index = 0; index < height * width; index++) stats.add(index, 1);
+  }
   const regions = [];
-  for (let label = 1; label < count; label++) {
-    if (bounds[label] !== null) regions.push({ ...bounds[label], holeWidth: 2 * largest[label] });
+  for (let label = 1; label < stats.bounds.length; label++) {
+    if (stats.bounds[label] !== null) regions.push({ ...stats.bounds[label], holeWidth: 2 * stats.largest[label] });
   }
   return regions;
 }
@@ -152,10 +158,10 @@ export function planWindows(hole, height, width, resolution, context = 2.0) {
   const atResolution = (box) => ({ ...box, scale: Math.min(1.0, resolution / Math.max(box.height, box.width)), holeWidth: 0 });
   const whole = [atResolution({ top: 0, left: 0, height, width })];
   const gap = Math.max(1, Math.floor(resolution / 8));
-  const components = labelComponents(dilateSquare(hole, height, width, gap), height, width, MAX_WINDOWS);
-  if (components === null) return whole;
+  const groups = labelComponents(dilateSquare(hole, height, width, gap), height, width, MAX_WINDOWS);
+  if (groups === null) return whole;
   // As plan_windows: the bounds of every hole pixel inside a group's box (a neighbour group's too).
-  const regions = components.boxes.map((box) => holeBounds(hole, width, box)).filter(Boolean);
+  const regions = groups.map((box) => holeBounds(hole, width, box)).filter(Boolean);
   const window = (region) => {
     const side = Math.max(resolution, Math.ceil(context * Math.max(region.bottom - region.top, region.right - region.left)));
     return paddedBox(region, 0, side, height, width);
