@@ -35,8 +35,9 @@ from PIL import Image
 
 import pconv_hf
 from pconv_hf import PConvUNet, images
-from pconv_hf._cli import CliError, add_runtime_arguments, fail, parse_device
+from pconv_hf.cli.common import CliError, add_runtime_arguments, fail
 from pconv_hf.inpainting import grow_mask
+from pconv_hf.runtime import parse_device
 
 LOG = logging.getLogger("pconv_hf.app")
 EXAMPLES_DIR = Path(pconv_hf.__file__).parent / "examples"

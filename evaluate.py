@@ -2,13 +2,13 @@
 
     python evaluate.py --model OUT --data DIR_OR_HUB_ID [--baselines telea,ns,unet:DIR] [--output_dir DIR]
 
-The same as the ``pconv-evaluate`` command; the flags and the code live in ``pconv_hf.evaluation``
-(``python evaluate.py --help``).
+The same as the ``pconv-evaluate`` command; its flags live in ``pconv_hf.cli.evaluate``, the workflow in
+``pconv_hf.evaluation`` (``python evaluate.py --help``).
 """
 
 import sys
 
-from pconv_hf.evaluation import main
+from pconv_hf.cli.evaluate import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -32,7 +32,7 @@ from accelerate.state import AcceleratorState, GradientState, PartialState
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers: tests/test_anomaly.py
 
 from pconv_hf import anomaly  # noqa: E402
-from pconv_hf.anomaly import cli as anomaly_cli  # noqa: E402
+from pconv_hf.cli import anomaly as anomaly_cli  # noqa: E402
 from tests.test_anomaly import TEXTURES, TINY, make_textures, texture_aucs  # noqa: E402
 
 # The rows of docs/anomaly.md's table: mode, steps, extra fit flags.

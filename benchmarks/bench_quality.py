@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from pconv_hf import PConvUNet
-from pconv_hf.data import eval_samples, load_eval_images
+from pconv_hf.data import load_eval_images
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label, fixed_masks
-from pconv_hf.metrics import evaluate, lpips_available, navier_stokes, telea
+from pconv_hf.metrics import eval_samples, evaluate, lpips_available, navier_stokes, telea
 from pconv_hf.seams import corner_ratio
 
 CORNER_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick")

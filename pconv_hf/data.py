@@ -28,12 +28,13 @@ from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from .images import (
+    DATASET_FOLDER_MARKERS,
     DEFAULT_MIN_SIDE,
     SKIP_REASONS,
     BadImageError,
     center_crop_resize,
     decode_image,
-    list_images,
+    image_folder,
     resize_square,
     to_tensor,
 )
@@ -149,10 +150,6 @@ def resize_flip(image: Image.Image, resolution: int, rng: np.random.Generator) -
 # Sources
 
 
-def _is_saved_dataset(directory: Path) -> bool:
-    return (directory / "dataset_dict.json").is_file() or (directory / "state.json").is_file()
-
-
 def detect_image_column(features: datasets.Features | None, example: dict[str, Any] | None = None) -> str:
     """The first column of ``datasets.Image`` type, else the first of "image", "img", "jpg", ... present."""
     if features:
@@ -184,14 +181,14 @@ def load_examples(
     another local folder ``datasets.load_dataset`` understands (parquet, arrow, ...), or a Hub dataset id.
     """
     path = Path(source)
-    if path.is_dir() and not _is_saved_dataset(path) and (files := list_images(path, recursive=True)):
+    if files := image_folder(path):
         paths = [str(f) for f in files]
         table = datasets.Dataset.from_dict(
             {"image": paths}, features=datasets.Features({"image": datasets.Image(decode=False)})
         )
         return table.to_iterable_dataset(num_shards=min(len(paths), _MAX_LOCAL_SHARDS))
 
-    if path.is_dir() and _is_saved_dataset(path):
+    if path.is_dir() and any((path / marker).is_file() for marker in DATASET_FOLDER_MARKERS):
         saved = datasets.load_from_disk(str(path))
         if isinstance(saved, datasets.DatasetDict):
             if split not in saved:
@@ -484,27 +481,3 @@ def load_eval_images(
     if not images:
         raise ValueError(f"no usable image in {str(source)!r}")
     return images, ids
-
-
-def eval_samples(
-    images: list[torch.Tensor], masks: list[tuple[int, np.ndarray]]
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Pair every image with one mask of every bucket: image i gets the bucket's mask ``i % masks_per_bucket``.
-
-    Args:
-        images: (3, H, W) tensors.
-        masks: ``pconv_hf.masks.fixed_masks`` output, (bucket index, valid mask) pairs.
-
-    Returns:
-        (image, valid mask (1, H, W)) pairs, bucket by bucket.
-    """
-    by_bucket: dict[int, list[np.ndarray]] = {}
-    for bucket, valid_mask in masks:
-        by_bucket.setdefault(bucket, []).append(valid_mask)
-    samples = []
-    for bucket in sorted(by_bucket):
-        bucket_masks = by_bucket[bucket]
-        for i, image in enumerate(images):
-            valid_mask = torch.from_numpy(np.ascontiguousarray(bucket_masks[i % len(bucket_masks)]))[None]
-            samples.append((image, valid_mask.float()))
-    return samples

@@ -252,6 +252,19 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     )
 
 
+DATASET_FOLDER_MARKERS = ("dataset_dict.json", "state.json")
+"""Files that make a folder a ``datasets`` ``save_to_disk`` folder rather than a folder of images."""
+
+
+def image_folder(path: str | os.PathLike) -> list[Path]:
+    """The images of a plain folder of images (recursive, sorted, as :func:`list_images`); ``[]`` for anything
+    else: not a folder, a ``datasets`` ``save_to_disk`` folder (:data:`DATASET_FOLDER_MARKERS`), no images."""
+    path = Path(path)
+    if not path.is_dir() or any((path / marker).is_file() for marker in DATASET_FOLDER_MARKERS):
+        return []
+    return list_images(path, recursive=True)
+
+
 def to_hole_mask(
     mask: ImageLike, height: int | None = None, width: int | None = None, *, holes_are: str = "white"
 ) -> np.ndarray:

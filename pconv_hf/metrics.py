@@ -263,6 +263,30 @@ def _check_batch(image: Tensor, valid_mask: Tensor) -> None:
         )
 
 
+def eval_samples(
+    images: list[torch.Tensor], masks: list[tuple[int, np.ndarray]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pair every image with one mask of every bucket: image i gets the bucket's mask ``i % masks_per_bucket``.
+
+    Args:
+        images: (3, H, W) tensors.
+        masks: ``pconv_hf.masks.fixed_masks`` output, (bucket index, valid mask) pairs.
+
+    Returns:
+        (image, valid mask (1, H, W)) pairs, bucket by bucket.
+    """
+    by_bucket: dict[int, list[np.ndarray]] = {}
+    for bucket, valid_mask in masks:
+        by_bucket.setdefault(bucket, []).append(valid_mask)
+    samples = []
+    for bucket in sorted(by_bucket):
+        bucket_masks = by_bucket[bucket]
+        for i, image in enumerate(images):
+            valid_mask = torch.from_numpy(np.ascontiguousarray(bucket_masks[i % len(bucket_masks)]))[None]
+            samples.append((image, valid_mask.float()))
+    return samples
+
+
 def evaluate(
     model_fn: ModelFn,
     samples: Iterable[tuple[Tensor, Tensor]],

@@ -1,5 +1,6 @@
 """Where and how a model runs: the default device, the autocast dtype ("auto" = bf16 where the device computes it
-natively) and an eval-mode guard. Shared by inference, evaluation and training; knows nothing of the network."""
+natively), an eval-mode guard, the device a user names (``--device``) and the memory left. Shared by inference,
+evaluation, training and the console commands; knows nothing of the network."""
 
 from __future__ import annotations
 
@@ -73,3 +74,37 @@ def eval_mode(model: object) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def parse_device(value: str | None, flag: str = "--device") -> torch.device | None:
+    """A device a user names (``flag``): None for "auto" (or None: CUDA when available), else the torch device,
+    checked to exist on this machine (ValueError naming ``flag`` and the value if not)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{flag} {value}: {err}") from err
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"{flag} {value}: not a device that runs models here; use cpu or cuda")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{flag} {value}: MPS is not available on this machine")
+    if device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ValueError(f"{flag} {value}: XPU is not available on this machine")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {value}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def free_memory() -> int | None:
+    """Bytes of memory this machine has available now (None where it cannot tell)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,7 +45,6 @@ from tqdm.auto import tqdm
 from .data import (
     DataPosition,
     TrainingStream,
-    eval_samples,
     load_eval_images,
     load_examples,
     rank_stream,
@@ -55,7 +53,7 @@ from .defects import DefectPainter
 from .images import SKIP_REASONS
 from .losses import InpaintingLoss, LossWeights, make_feature_extractor, weighted_total
 from .masks import fixed_masks, make_mask_source
-from .metrics import evaluate
+from .metrics import eval_samples, evaluate
 from .model import PConvUNet, add_boundary_blend, widen
 from .training_config import (  # noqa: F401  (the settings' names, importable from here as before)
     LR_SCHEDULES,
@@ -631,16 +629,6 @@ def train(config: TrainingConfig | argparse.Namespace) -> dict:
     open_logs(run)
     logs = _loop(run)
     return finish(run, logs)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """``train_accelerate.py``'s command line: ``train(parse_args(argv))``; a bad setting ends it with a one-line
-    ``error:`` message and exit status 1."""
-    try:
-        return train(parse_args(argv))
-    except (ValueError, FileNotFoundError) as error:
-        print(f"train_accelerate.py: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 def _merge_skips(per_rank: list[dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:

@@ -20,8 +20,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from pconv_hf import PConvUNet, anomaly
-from pconv_hf.anomaly import cli as anomaly_cli
 from pconv_hf.anomaly.fitting import FitConfig
+from pconv_hf.cli import anomaly as anomaly_cli
 from pconv_hf.data import TrainingStream, load_examples, rank_stream
 from pconv_hf.feature_weights import feature_weights_path
 from pconv_hf.images import to_tensor

@@ -22,9 +22,10 @@ import torch
 from PIL import Image, ImageCms
 
 import pconv_hf
-from pconv_hf import PConvUNet, anomaly, evaluation
-from pconv_hf.anomaly import cli as anomaly_cli
-from pconv_hf.cli import main as inpaint_main
+from pconv_hf import PConvUNet, anomaly
+from pconv_hf.cli import anomaly as anomaly_cli
+from pconv_hf.cli import evaluate as evaluate_cli
+from pconv_hf.cli.inpaint import main as inpaint_main
 from pconv_hf.inpainting import grow_mask
 
 HEIGHT, WIDTH = 96, 128
@@ -580,7 +581,7 @@ def test_pconv_evaluate_refusals(change, message, code, model_dir, model_variant
     argv = _eval_args(model_dir, eval_data, out)
     for flag, value in zip(change[::2], change[1::2]):
         argv += [flag, names.get(value, value)]  # argparse: the last one counts
-    code_seen, _, err = run_main(evaluation.main, argv, capsys)
+    code_seen, _, err = run_main(evaluate_cli.main, argv, capsys)
     assert_refused(code_seen, err, message, "pconv-evaluate")
     assert code_seen == code and not out.exists()
 
@@ -681,7 +682,7 @@ def test_pconv_anomaly_bad_inputs(anomaly_model, files, tmp_path, capsys):
     ],
 )
 def test_pconv_export_refusals(argv, message, code, model_dir, model_variants, tmp_path, capsys):
-    from pconv_hf.export_cli import main as export_main
+    from pconv_hf.cli.export import main as export_main
 
     out = tmp_path / "out"
     out.mkdir()

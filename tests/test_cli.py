@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from pconv_hf.cli import main
+from pconv_hf.cli.inpaint import main
 
 
 def box_mask(height: int, width: int, top: int, left: int, size: int) -> Image.Image:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +19,9 @@ sys.path.insert(0, str(REPO))
 from pconv_hf import (  # noqa: E402
     PConvUNet,  # noqa: E402
     evaluation,
-    training,
 )
+from pconv_hf.cli import evaluate as evaluate_cli  # noqa: E402
+from pconv_hf.cli import train as train_cli  # noqa: E402
 from pconv_hf.masks import HOLE_RATIO_BUCKETS, bucket_label  # noqa: E402
 
 BUCKETS = [bucket_label(b) for b in HOLE_RATIO_BUCKETS]
@@ -26,7 +29,7 @@ BUCKETS = [bucket_label(b) for b in HOLE_RATIO_BUCKETS]
 
 def evaluate(argv: list[str]) -> dict:
     """What ``pconv-evaluate ARGV`` computes, as the results dict (``main`` only writes the files)."""
-    return evaluation.run(evaluation.parse_args(argv))
+    return evaluation.run(evaluate_cli.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,7 @@ def test_training_validation_equals_evaluate(photos, tmp_path):
 
     out = tmp_path / "run"
     try:
-        training.main(
+        train_cli.main(
             [
                 "--train_data",
                 str(photos),
@@ -211,7 +214,7 @@ def test_masks_per_image_adds_distinct_samples(photos, models, tmp_path, capsys)
     meta = json.loads((tmp_path / "three" / "results.json").read_text())["meta"]
     assert meta["masks_per_image"] == 3 and len(meta["images"]) == 3
     with pytest.raises(SystemExit) as error:
-        evaluation.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
+        evaluate_cli.main([*common, "--masks_per_image", "0", "--output_dir", str(tmp_path / "zero")])
     assert error.value.code == 2 and "--masks_per_image: must be from 1 to 1,000, got 0" in capsys.readouterr().err
     assert not (tmp_path / "zero").exists()
 
@@ -242,3 +245,38 @@ def test_no_lpips_flag(photos, models, tmp_path, capsys):
     assert "LPIPS" not in capsys.readouterr().out
     with open(tmp_path / "out" / "results.csv") as file:
         assert next(csv.reader(file)) == ["setting", "method", "bucket", "count", "l1", "psnr", "ssim"]
+
+
+BLOCK_TRAINING_EXTRA = """
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("datasets", "accelerate"):
+            raise ImportError(f"{name} is blocked: pconv-evaluate on a folder must not need the training extra")
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_pconv_evaluate_on_a_folder_needs_no_training_extra(photos, models, tmp_path):
+    # The installed command without `pip install 'pconv_hf[train]'`: datasets and accelerate cannot be imported.
+    out = tmp_path / "eval"
+    argv = ["--model", str(models[0]), "--data", str(photos), "--num_images", "1", "--baselines", "",
+            "--border_margin", "0", "--no_lpips", "--device", "cpu", "--output_dir", str(out)]  # fmt: skip
+    code = BLOCK_TRAINING_EXTRA + (
+        "from pconv_hf.cli import evaluate\n"
+        "assert 'datasets' not in sys.modules\n"
+        f"evaluate.main({argv!r})\n"
+        "assert 'datasets' not in sys.modules and 'accelerate' not in sys.modules\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "results.json").read_text())["meta"]["images"] == [str(photos / "astronaut.png")]
+    # A Hub id needs datasets: without it, one line says what to install instead of a traceback.
+    hub = argv[:3] + ["user/some-dataset"] + argv[4:]
+    code = BLOCK_TRAINING_EXTRA + f"from pconv_hf.cli import evaluate\nevaluate.main({hub!r})\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "pip install 'pconv_hf[train]'" in done.stderr and "datasets is blocked" in done.stderr

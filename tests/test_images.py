@@ -12,7 +12,7 @@ from skimage import data
 
 import pconv_hf
 from pconv_hf import PartialConv2d, PConvUNet
-from pconv_hf.cli import main as cli_main
+from pconv_hf.cli.inpaint import main as cli_main
 from pconv_hf.evaluation import mask_settings
 from pconv_hf.images import (
     displayed_size,

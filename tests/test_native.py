@@ -303,7 +303,7 @@ def test_shipped_model_beats_an_untrained_twin_at_native_size(astronaut):
 
 
 def test_pconv_evaluate_runs_the_native_protocol(tmp_path, astronaut, model_dir, capsys):
-    from pconv_hf import evaluation
+    from pconv_hf.cli import evaluate as evaluation
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -13,7 +13,7 @@ from PIL import Image
 
 import pconv_hf  # noqa: E402
 from pconv_hf import OnnxInpainter, PConvUNet  # noqa: E402
-from pconv_hf.export_cli import main  # noqa: E402
+from pconv_hf.cli.export import main  # noqa: E402
 from pconv_hf.onnx import CONFIG_KEY, export_onnx  # noqa: E402
 
 TOLERANCE = 1e-4

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pconv_hf import PConvUNet, training  # noqa: E402
+from pconv_hf.cli import train as train_cli  # noqa: E402
 from pconv_hf.data import DataPosition, TrainingStream, load_examples, rank_stream  # noqa: E402
 from pconv_hf.images import BadImageError, decode_image  # noqa: E402
 from pconv_hf.losses import LossWeights  # noqa: E402
@@ -67,7 +68,7 @@ def val_dir(tmp_path_factory) -> Path:
 
 
 def train(*extra: str) -> dict:
-    return training.main([*TINY, *extra])
+    return train_cli.main([*TINY, *extra])
 
 
 def train_in_code(*extra: str) -> dict:
@@ -477,6 +478,6 @@ def test_settings_from_a_namespace_or_in_code(capsys):
 
     # The command line: a bad value is one line on stderr and exit status 1, before any work.
     with pytest.raises(SystemExit) as error:
-        training.main(["--train_data", "photos", "--output_dir", "out", "--max_train_steps", "0"])
+        train_cli.main(["--train_data", "photos", "--output_dir", "out", "--max_train_steps", "0"])
     assert error.value.code == 1
     assert capsys.readouterr().err == "train_accelerate.py: error: --max_train_steps must be >= 1, got 0\n"

@@ -44,7 +44,7 @@ def test_wheel_holds_the_package_and_the_bundled_model(installed, tmp_path):
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).is_relative_to(installed)
     assert (installed / "pconv_hf" / "checkpoints" / "pconv-photos-256" / "model.safetensors").is_file()
-    assert (installed / "pconv_hf" / "anomaly" / "cli.py").is_file()
+    assert (installed / "pconv_hf" / "cli" / "anomaly.py").is_file()
     assert not (installed / "train_accelerate.py").exists()
     for script in ("pconv-inpaint", "pconv-anomaly", "pconv-evaluate", "pconv-export"):
         assert (installed / "bin" / script).is_file()
@@ -117,7 +117,7 @@ def test_inpaint_and_anomaly_scoring_need_no_training_extra(installed, tmp_path)
         """
         import numpy as np
         import pconv_hf
-        from pconv_hf.anomaly import cli
+        from pconv_hf.cli import anomaly as cli
 
         photo = np.full((64, 96, 3), 128, np.uint8)
         mask = np.zeros((64, 96), np.uint8)

@@ -11,6 +11,7 @@ Higher score = more anomalous; an image is predicted defective iff score >= thre
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import _cli
-from .._cli import CliError, HelpFormatter, fail, int_range, parse_device
+from ..anomaly.config import AnomalyConfig
+from ..anomaly.detector import AnomalyDetector, find_images
+from ..anomaly.tables import SCORE_COLUMNS, read_labelled_scores, write_csv
+from ..anomaly.thresholds import format_markdown, roc_auc, select_thresholds, threshold_report
+from ..runtime import parse_device
 from ..visualize import heatmap_panel
-from .config import AnomalyConfig
-from .detector import AnomalyDetector, find_images
-from .tables import SCORE_COLUMNS, read_labelled_scores, write_csv
-from .thresholds import format_markdown, roc_auc, select_thresholds, threshold_report
+from . import common
+from .common import CliError, HelpFormatter, fail, int_range
 
 PROG = "pconv-anomaly"
 
@@ -182,30 +184,23 @@ def main(argv: list[str] | None = None) -> None:
     if extra and args.command != "fit":
         fail(f"{PROG} {args.command}", "arguments after '--' are only for `fit`")
     commands = {"fit": lambda: fit(args, extra), "score": lambda: score(args), "threshold": lambda: threshold(args)}
-    _cli.run(f"{PROG} {args.command}", commands[args.command])
+    common.run(f"{PROG} {args.command}", commands[args.command])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # fit
 
 
-FIT_FLAGS = (
-    "train_dir", "output_dir", "mode", "resolution", "layer_size", "base_channels", "max_train_steps",
-    "train_batch_size", "learning_rate", "mixed_precision", "seed", "validation_fraction", "synthetic_defects",
-    "synthetic_defect_kinds", "mse_weight", "feature_network", "feature_weights", "grid_cells", "grid_period",
-)  # fmt: skip
-"""The ``fit`` flags, each a :class:`~pconv_hf.anomaly.fitting.FitConfig` field of the same name."""
-
-
 def fit(args: argparse.Namespace, extra: list[str]) -> None:
-    """``fit``'s flags as a :class:`~pconv_hf.anomaly.fitting.FitConfig`, and the workflow run with it."""
+    """``fit``'s flags (each a :class:`~pconv_hf.anomaly.fitting.FitConfig` field of the same name) as a
+    ``FitConfig``, and the workflow run with it."""
     # fit trains through pconv_hf.training, which needs the training extra (accelerate, datasets, heavy and
     # optional): imported when fit runs, so that score and threshold work with the package alone.
-    from .fitting import FitConfig
-    from .fitting import fit as fit_detector
+    from ..anomaly.fitting import FitConfig
+    from ..anomaly.fitting import fit as fit_detector
 
-    settings = {field: getattr(args, field) for field in FIT_FLAGS}
-    fit_detector(FitConfig(**settings, training_args=extra))
+    flags = [field.name for field in dataclasses.fields(FitConfig) if field.name != "training_args"]
+    fit_detector(FitConfig(**{flag: getattr(args, flag) for flag in flags}, training_args=extra))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from typing import get_args
 import numpy as np
 from tqdm import tqdm
 
-from . import _cli
-from ._cli import CliError, add_runtime_arguments, load_model
-from .images import IMAGE_SUFFIXES, WRITE_FORMATS, check_quality, displayed_size, list_images, open_image, save_image
-from .inpainting import Strategy, inpaint
+from ..images import IMAGE_SUFFIXES, WRITE_FORMATS, check_quality, displayed_size, list_images, open_image, save_image
+from ..inpainting import Strategy, inpaint
+from . import common
+from .common import CliError, add_runtime_arguments, model_from_flag
 
 MASK_SUFFIX = "_mask"
 PROG = "pconv-inpaint"
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    _cli.run(PROG, lambda: run(args))
+    common.run(PROG, lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
     failures = check_sizes(jobs, stop=not folder_mode)
     jobs = [job for job in jobs if job[0] not in failures]
 
-    model = load_model(args.model, args.device) if jobs else None
+    model = model_from_flag(args.model, args.device) if jobs else None
     if model is not None:  # the options, checked once by inpaint itself on an empty 1-pixel photo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "the mask fills nothing": it is meant to
