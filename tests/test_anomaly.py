@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from pconv_hf import PConvUNet, anomaly
 from pconv_hf.anomaly.fitting import FitConfig
+from pconv_hf.anomaly.fitting import fit as fit_detector
 from pconv_hf.cli import anomaly as anomaly_cli
 from pconv_hf.data import TrainingStream, load_examples, rank_stream
 from pconv_hf.feature_weights import feature_weights_path
@@ -369,6 +370,11 @@ def test_fit_config_refuses_bad_settings_as_value_errors(tmp_path):
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             FitConfig(**{**base, **change})
+    # Training flags after "--" that argparse cannot read are a ValueError too (not the end of the program).
+    (tmp_path / "clean").mkdir()
+    for flags, message in [(["--bogus"], "unrecognized arguments: --bogus"), (["--seed", "x"], "invalid int value")]:
+        with pytest.raises(ValueError, match=message):
+            fit_detector(FitConfig(**base, resolution=64, feature_network="none", training_args=flags))
     assert not (tmp_path / "out").exists()
 
 

@@ -16,6 +16,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .. import training
 from ..defects import DEFECT_KINDS, DefectPainter
 from ..images import BadImageError
 from ..model import PConvUNet
-from ..training_config import TrainingConfig
+from ..training_config import TrainingConfig, build_parser
 from .config import FEATURE_NETWORKS, FEATURE_WEIGHTS, MODES, AnomalyConfig, resolve_features
 from .detector import AnomalyDetector, calibrate, channel_statistics, find_images, load_image, split_files
 from .tables import write_csv
@@ -196,7 +197,13 @@ def _training_settings(config: FitConfig) -> TrainingConfig:
         "mixed_precision": config.mixed_precision,
     }
     defaults = {**{name: value for name, (value, _) in owned.items()}, **fit_defaults}
-    settings = training.parse_args(config.training_args, defaults=defaults)
+    parser = build_parser(defaults)
+
+    def refuse(message: str) -> NoReturn:
+        raise ValueError(f"training flags after '--': {message}")
+
+    parser.error = refuse  # argparse would end the program; a bad flag is a ValueError here, as any bad setting
+    settings = TrainingConfig(**vars(parser.parse_args(config.training_args)))
     for name, (value, source) in owned.items():
         if getattr(settings, name) != value:
             raise ValueError(f"--{name} after '--' is set by fit itself; use fit's {source}")
