@@ -140,6 +140,8 @@ class OnnxInpainter:
     """
 
     def __init__(self, path: str | os.PathLike, providers: list[str | tuple[str, dict[str, Any]]] | None = None):
+        # onnxruntime is the onnx extra (heavy, optional): imported when an ONNX model is opened, after
+        # _require has named the missing package.
         onnxruntime = _require("onnxruntime", "running an ONNX model")
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
 
