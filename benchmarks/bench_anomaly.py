@@ -48,8 +48,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="fit seeds")
     parser.add_argument("--scorers", nargs="+", choices=list(SCORERS), default=["autoencoder-stains"])
-    parser.add_argument("--mse_weights", type=float, nargs="+", default=[0.5],
-                        help="lambda values of the feature rows (0.5: fit's default)")
+    parser.add_argument(
+        "--mse_weights",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="lambda values of the feature rows (0.5: fit's default)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the docs' table: 1)")
     return parser.parse_args()
 
@@ -58,8 +63,25 @@ def fit_model(out: Path, clean_dir: Path, scorer: str, seed: int) -> tuple[anoma
     """``pconv-anomaly fit`` as the tests run it; returns the detector and the fit's wall time in seconds."""
     mode, steps, extra = SCORERS[scorer]
     start = time.perf_counter()
-    anomaly_cli.main(["fit", "--train_dir", str(clean_dir), "--output_dir", str(out), "--mode", mode, *TINY,
-                      "--max_train_steps", str(steps), "--seed", str(seed), "--feature_network", "none", *extra])
+    anomaly_cli.main(
+        [
+            "fit",
+            "--train_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--mode",
+            mode,
+            *TINY,
+            "--max_train_steps",
+            str(steps),
+            "--seed",
+            str(seed),
+            "--feature_network",
+            "none",
+            *extra,
+        ]
+    )
     seconds = time.perf_counter() - start
     # Accelerator state is a process-wide singleton: the next fit starts from a clean one (as the tests' fixture).
     AcceleratorState._reset_state(True)
@@ -69,7 +91,11 @@ def fit_model(out: Path, clean_dir: Path, scorer: str, seed: int) -> tuple[anoma
 
 
 def scores_by_lambda(
-    fitted: anomaly.AnomalyDetector, validation: torch.Tensor, images: torch.Tensor, network: str, weights: str,
+    fitted: anomaly.AnomalyDetector,
+    validation: torch.Tensor,
+    images: torch.Tensor,
+    network: str,
+    weights: str,
     mse_weights: list[float],
 ) -> dict[float, torch.Tensor]:
     """Scores of ``images`` at each lambda with this feature network, calibrated on the clean ``validation``."""
@@ -87,15 +113,21 @@ def summary(values: list[float]) -> str:
 
 
 def print_table(results: dict, fit_seconds: dict[str, list[float]], seeds: list[int], threads: int) -> None:
-    print(f"\nROC-AUC, mean over fit seeds {','.join(map(str, seeds))} (worst seed in brackets); "
-          f"torch threads {threads}\n")
+    print(
+        f"\nROC-AUC, mean over fit seeds {','.join(map(str, seeds))} (worst seed in brackets); "
+        f"torch threads {threads}\n"
+    )
     print("| Scorer | Steps | Features | lambda | Brick | Grass | Gravel | Per-texture mean | Pooled | Fit time |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (scorer, features, lam), runs in results.items():
         cells = [f"{np.mean([r[t] for r in runs]):.2f}" for t in ("brick", "grass", "gravel")]
         cells += [summary([r["mean"] for r in runs]), summary([r["pooled"] for r in runs])]
-        print(f"| {scorer} | {SCORERS[scorer][1]} | {features} | {lam:g} | " + " | ".join(cells)
-              + f" | ~{np.mean(fit_seconds[scorer]):.0f} s |", flush=True)
+        print(
+            f"| {scorer} | {SCORERS[scorer][1]} | {features} | {lam:g} | "
+            + " | ".join(cells)
+            + f" | ~{np.mean(fit_seconds[scorer]):.0f} s |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -122,8 +154,11 @@ def main() -> None:
                         aucs = texture_aucs(scores[: len(clean)].tolist(), scores[len(clean) :].tolist(), textures)
                         aucs["mean"] = float(np.mean([aucs[t] for t in TEXTURES]))
                         results.setdefault((scorer, features, lam), []).append(aucs)
-                        print(f"{scorer} seed {seed} ({seconds:.0f} s fit) {features} lambda {lam:g}: "
-                              + " ".join(f"{k} {v:.3f}" for k, v in aucs.items()), flush=True)
+                        print(
+                            f"{scorer} seed {seed} ({seconds:.0f} s fit) {features} lambda {lam:g}: "
+                            + " ".join(f"{k} {v:.3f}" for k, v in aucs.items()),
+                            flush=True,
+                        )
             print_table({k: v for k, v in results.items() if k[0] == scorer}, fit_seconds, args.seeds, args.threads)
     if len(args.scorers) > 1:
         print_table(results, fit_seconds, args.seeds, args.threads)

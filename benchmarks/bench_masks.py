@@ -77,9 +77,7 @@ def main() -> None:
             slowest = min(slowest, rate)
         print(f"| {name} | {label} | {rate:.0f} | {mean_ratio:.3f} | {count} |", flush=True)
     verdict = "meets" if slowest >= TARGET_MASKS_PER_SECOND else "MISSES"
-    print(
-        f"\nslowest irregular row: {slowest:.0f} masks/s, {verdict} the target of {TARGET_MASKS_PER_SECOND}"
-    )
+    print(f"\nslowest irregular row: {slowest:.0f} masks/s, {verdict} the target of {TARGET_MASKS_PER_SECOND}")
 
 
 if __name__ == "__main__":

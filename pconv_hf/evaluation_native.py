@@ -16,7 +16,6 @@ through ``inpaint()``, OpenCV Telea and Navier-Stokes, other saved models) fills
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -33,7 +32,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import _cli
 from .images import displayed_size, list_images, open_image, to_hole_mask
 from .inpainting import inpaint
 from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
@@ -298,11 +296,6 @@ def write_results(rows: list[dict], summary: dict, output_dir: str | Path, table
     (output_dir / "native_table.md").write_text(table + "\n")
 
 
-# --- command line -------------------------------------------------------------------------------------------
-
-PROG = "pconv-evaluate --protocol native"
-
-
 def parse_inpaint_options(text: str) -> dict:
     """``"strategy=crop,resolution=1024,refine=False"`` -> ``inpaint()`` keyword arguments (ints, floats and
     booleans converted)."""
@@ -325,64 +318,32 @@ def parse_inpaint_options(text: str) -> dict:
     return options
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--protocol", choices=["native"], default="native", help=argparse.SUPPRESS)
-    parser.add_argument("--model", default=None, help="saved PConvUNet folder or Hub id (default: the bundled model)")
-    parser.add_argument("--data", nargs="+", required=True, help="folders of held-out photos at their own size")
-    parser.add_argument("--output_dir", required=True, help="gets masks/ (unless --masks), rows, summary, table")
-    parser.add_argument("--masks", default=None, help="a mask folder written by an earlier run, to compare on")
-    parser.add_argument("--masks_per_bucket", type=int, default=1, help="masks per photo and hole-ratio bucket")
-    parser.add_argument("--seed", type=int, default=2026, help="mask seed")
-    parser.add_argument("--baselines", default="telea,ns", help="comma-separated: telea, ns, unet:DIR; '' for none")
-    parser.add_argument("--inpaint_options", default="", help="inpaint() options for the model, key=value,...")
-    parser.add_argument("--no_lpips", action="store_true", help="skip LPIPS")
-    _cli.add_runtime_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def build_methods(args: argparse.Namespace) -> dict[str, FillFn]:
-    options = {**parse_inpaint_options(args.inpaint_options), "dtype": args.dtype}
-    model = _cli.load_model(args.model, args.device)
-    methods = {"PConvUNet": model_fill(model, **options)}
-    for spec in filter(None, (part.strip() for part in args.baselines.split(","))):
-        if spec.startswith("unet:"):
-            other = _cli.load_model(spec[5:], args.device, flag="--baselines unet:")
-            methods[Path(spec[5:]).name] = model_fill(other, **options)
-        elif spec in BASELINES:
-            label, fill = BASELINES[spec]
-            methods[label] = fill
-        else:
-            raise ValueError(f"--baselines: unknown method {spec!r}; use telea, ns or unet:DIR")
-    return methods
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Run the protocol as ``args`` say; write the results to ``--output_dir`` and return the summary."""
-    if args.masks_per_bucket < 1 or args.masks_per_bucket > 100:
-        raise ValueError(f"--masks_per_bucket must be from 1 to 100, got {args.masks_per_bucket}")
-    photos = list_photos(args.data)
-    methods = build_methods(args)
-    output_dir = Path(args.output_dir)
+def evaluate(
+    methods: dict[str, FillFn],
+    data: Iterable[str | Path],
+    output_dir: str | Path,
+    masks: str | Path | None = None,
+    masks_per_bucket: int = 1,
+    seed: int = 2026,
+    with_lpips: bool | None = None,
+) -> tuple[dict, str]:
+    """Fill every (photo, mask) case of the held-out folders ``data`` with each of ``methods`` (name -> fill, e.g.
+    :func:`model_fill` and :data:`BASELINES`), score the holes and write masks (unless ``masks`` names a folder of an
+    earlier run), rows, summary and table to ``output_dir``. Returns the summary and the Markdown table."""
+    if not 1 <= masks_per_bucket <= 100:
+        raise ValueError(f"--masks_per_bucket must be from 1 to 100, got {masks_per_bucket}")
+    photos = list_photos(data)
+    output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output_dir {str(output_dir)!r} exists and is not a folder")
-    if args.masks:
-        cases = read_cases(photos, args.masks)
+    if masks:
+        cases = read_cases(photos, masks)
     else:
-        cases = make_cases(photos, output_dir / "masks", masks_per_bucket=args.masks_per_bucket, seed=args.seed)
-    rows = run_protocol(methods, cases, with_lpips=False if args.no_lpips else None)
+        cases = make_cases(photos, output_dir / "masks", masks_per_bucket=masks_per_bucket, seed=seed)
+    rows = run_protocol(methods, cases, with_lpips=with_lpips)
     summary = summarize(rows)
     models = [name for name in methods if name not in ("Telea", "Navier-Stokes")]
     table = format_native_table(summary) + "\n\nMargin over the better of Telea / Navier-Stokes: PSNR dB / SSIM / "
     table += "LPIPS %\n\n" + format_margins(summary, models)
     write_results(rows, summary, output_dir, table)
-    print(table)
-    return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The command line: exit status 0 on success, a one-line message and 1 for a problem the user can fix."""
-    args = parse_args(argv)
-    _cli.run(PROG, lambda: run(args))
+    return summary, table

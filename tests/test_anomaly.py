@@ -267,8 +267,15 @@ def test_channel_statistics_match_numpy():
 
 
 def test_config_round_trip_and_validation(tmp_path):
-    config = anomaly.AnomalyConfig(mode="autoencoder", resolution=64, mse_weight=0.3, feature_network="alexnet",
-                                   mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), thresholds={"best_f1": 1.5})
+    config = anomaly.AnomalyConfig(
+        mode="autoencoder",
+        resolution=64,
+        mse_weight=0.3,
+        feature_network="alexnet",
+        mean=(0.1, 0.2, 0.3),
+        std=(0.4, 0.5, 0.6),
+        thresholds={"best_f1": 1.5},
+    )
     assert config.blur_sigma == 1.0  # resolution / 64
     config.save(tmp_path)
     assert anomaly.AnomalyConfig.load(tmp_path) == config
@@ -290,8 +297,15 @@ def test_config_round_trip_and_validation(tmp_path):
 def test_score_is_the_weighted_heatmap_mean_and_zero_for_a_perfect_reconstruction():
     torch.manual_seed(0)
     model = PConvUNet(layer_size=5, base_channels=8, sample_size=64, conv_type="plain")
-    config = anomaly.AnomalyConfig(mode="autoencoder", resolution=64, mse_weight=0.25, feature_network="vgg16",
-                                   feature_weights="random", mse_scale=2.0, perceptual_scale=0.5)
+    config = anomaly.AnomalyConfig(
+        mode="autoencoder",
+        resolution=64,
+        mse_weight=0.25,
+        feature_network="vgg16",
+        feature_weights="random",
+        mse_scale=2.0,
+        perceptual_scale=0.5,
+    )
     detector = anomaly.AnomalyDetector(model, config)
     maps = detector(torch.rand(2, 3, 64, 64))
     assert maps.heatmap.shape == (2, 1, 64, 64) and maps.reconstruction.shape == (2, 3, 64, 64)
@@ -305,8 +319,10 @@ def test_score_is_the_weighted_heatmap_mean_and_zero_for_a_perfect_reconstructio
     changed[..., 40:48, 8:16] = 1 - changed[..., 40:48, 8:16]
     assert anomaly.pixel_error_map(image, image, config.std, 1.0).max() == 0
     assert anomaly.feature_distance_map(detector.feature_extractor, image, image).abs().max() < 1e-6
-    for error_map in (anomaly.pixel_error_map(image, changed, config.std, 1.0),
-                      anomaly.feature_distance_map(detector.feature_extractor, image, changed)):
+    for error_map in (
+        anomaly.pixel_error_map(image, changed, config.std, 1.0),
+        anomaly.feature_distance_map(detector.feature_extractor, image, changed),
+    ):
         row, col = divmod(int(error_map.flatten().argmax()), 64)
         assert 36 <= row < 52 and 4 <= col < 20
 
@@ -314,10 +330,12 @@ def test_score_is_the_weighted_heatmap_mean_and_zero_for_a_perfect_reconstructio
 def test_detector_checks_model_and_images():
     partial = PConvUNet(layer_size=5, base_channels=8, sample_size=64)
     with pytest.raises(ValueError, match="conv_type='plain'"):
-        anomaly.AnomalyDetector(partial, anomaly.AnomalyConfig(mode="autoencoder", resolution=64,
-                                                               feature_network="none", mse_weight=1.0))
-    detector = anomaly.AnomalyDetector(partial, anomaly.AnomalyConfig(resolution=64, feature_network="none",
-                                                                      mse_weight=1.0))
+        anomaly.AnomalyDetector(
+            partial, anomaly.AnomalyConfig(mode="autoencoder", resolution=64, feature_network="none", mse_weight=1.0)
+        )
+    detector = anomaly.AnomalyDetector(
+        partial, anomaly.AnomalyConfig(resolution=64, feature_network="none", mse_weight=1.0)
+    )
     with pytest.raises(ValueError, match=r"\(N, 3, 64, 64\)"):
         detector(torch.rand(1, 3, 32, 32))
 
@@ -336,11 +354,19 @@ def test_defect_painter_is_seeded_and_local():
 
 def test_training_stream_synthetic_defects_keep_the_clean_target(textures):
     def first_batch(probability: float) -> dict:
-        examples = rank_stream(load_examples(textures["clean_dir"]), seed=0, shuffle_buffer_size=10, rank=0,
-                               world_size=1)
-        stream = TrainingStream(examples, resolution=64, batch_size=8, mask_source=make_mask_source("none", 64),
-                                seed=0, transform="resize_flip", defect_probability=probability,
-                                defect_source=anomaly.DefectPainter() if probability else None)
+        examples = rank_stream(
+            load_examples(textures["clean_dir"]), seed=0, shuffle_buffer_size=10, rank=0, world_size=1
+        )
+        stream = TrainingStream(
+            examples,
+            resolution=64,
+            batch_size=8,
+            mask_source=make_mask_source("none", 64),
+            seed=0,
+            transform="resize_flip",
+            defect_probability=probability,
+            defect_source=anomaly.DefectPainter() if probability else None,
+        )
         return next(iter(stream))
 
     plain, defected = first_batch(0.0), first_batch(1.0)
@@ -387,16 +413,39 @@ def test_fit_config_refuses_bad_settings_as_value_errors(tmp_path):
 
 
 def fit(out: Path, clean_dir: Path, mode: str, steps: int, *extra: str) -> anomaly.AnomalyDetector:
-    anomaly_cli.main(["fit", "--train_dir", str(clean_dir), "--output_dir", str(out), "--mode", mode, *TINY,
-                      "--max_train_steps", str(steps), *extra])
+    anomaly_cli.main(
+        [
+            "fit",
+            "--train_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--mode",
+            mode,
+            *TINY,
+            "--max_train_steps",
+            str(steps),
+            *extra,
+        ]
+    )
     return anomaly.AnomalyDetector.from_pretrained(out)
 
 
 def test_autoencoder_scores_pasted_defects_higher(textures, tmp_path):
     # Trained to remove synthetic *stains*, a kind the test never pastes: circles and scratches must stand out
     # because the model never learned to reproduce them, not because it learned these very defects.
-    detector = fit(tmp_path / "ae", textures["clean_dir"], "autoencoder", 500, "--feature_network", "none",
-                   "--synthetic_defects", "0.5", "--synthetic_defect_kinds", "stain")
+    detector = fit(
+        tmp_path / "ae",
+        textures["clean_dir"],
+        "autoencoder",
+        500,
+        "--feature_network",
+        "none",
+        "--synthetic_defects",
+        "0.5",
+        "--synthetic_defect_kinds",
+        "stain",
+    )
     aucs = detection_aucs(detector, textures)
     assert np.mean([aucs[t] for t in TEXTURES]) > 0.75, aucs
     assert aucs["pooled"] > 0.7, aucs
@@ -433,9 +482,28 @@ def test_cli_fit_score_threshold_end_to_end(textures, tmp_path, capsys):
             Image.fromarray(paste_defect(tile, "circle", rng)).save(tmp_path / split / "defect" / f"{name}.png")
     out = tmp_path / "model"
 
-    anomaly_cli.main(["fit", "--train_dir", str(clean_dir), "--output_dir", str(out), "--mode", "inpainting", *TINY,
-                      "--max_train_steps", "5", "--train_batch_size", "4", "--feature_network", "alexnet",
-                      "--feature_weights", "random", "--grid_cells", "4"])
+    anomaly_cli.main(
+        [
+            "fit",
+            "--train_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--mode",
+            "inpainting",
+            *TINY,
+            "--max_train_steps",
+            "5",
+            "--train_batch_size",
+            "4",
+            "--feature_network",
+            "alexnet",
+            "--feature_weights",
+            "random",
+            "--grid_cells",
+            "4",
+        ]
+    )
     config = json.loads((out / "anomaly.json").read_text())
     assert config["mode"] == "inpainting" and config["mse_weight"] == 0.5 and config["feature_network"] == "alexnet"
     assert len(config["mean"]) == 3 and all(0 < s < 0.5 for s in config["std"])
@@ -447,9 +515,23 @@ def test_cli_fit_score_threshold_end_to_end(textures, tmp_path, capsys):
     assert [row["label"] for row in validation_rows] == ["0"] * 5 + ["1"] * 5
 
     for split in ("val", "test"):
-        anomaly_cli.main(["score", "--model", str(out), "--good_dir", str(tmp_path / split / "good"),
-                          "--defect_dir", str(tmp_path / split / "defect"), "--output", str(tmp_path / f"{split}.csv"),
-                          "--heatmaps", str(tmp_path / "heat" / split), "--batch_size", "7"])
+        anomaly_cli.main(
+            [
+                "score",
+                "--model",
+                str(out),
+                "--good_dir",
+                str(tmp_path / split / "good"),
+                "--defect_dir",
+                str(tmp_path / split / "defect"),
+                "--output",
+                str(tmp_path / f"{split}.csv"),
+                "--heatmaps",
+                str(tmp_path / "heat" / split),
+                "--batch_size",
+                "7",
+            ]
+        )
     rows = read_csv(tmp_path / "val.csv")
     assert list(rows[0]) == ["image", "score", "mse", "perceptual", "label"]
     assert len(rows) == 48 and sum(row["label"] == "1" for row in rows) == 24
@@ -459,8 +541,19 @@ def test_cli_fit_score_threshold_end_to_end(textures, tmp_path, capsys):
     assert Image.open(heatmaps[0]).size == (3 * 66 + 2, 66 + 2)  # input | reconstruction | overlay
 
     capsys.readouterr()
-    anomaly_cli.main(["threshold", "--scores", str(tmp_path / "val.csv"), "--test_scores", str(tmp_path / "test.csv"),
-                      "--output", str(tmp_path / "thresholds.csv"), "--model", str(out)])
+    anomaly_cli.main(
+        [
+            "threshold",
+            "--scores",
+            str(tmp_path / "val.csv"),
+            "--test_scores",
+            str(tmp_path / "test.csv"),
+            "--output",
+            str(tmp_path / "thresholds.csv"),
+            "--model",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| name | threshold | split | TP | FP | TN | FN | TPR | TNR |" in printed
     table = read_csv(tmp_path / "thresholds.csv")
@@ -471,8 +564,19 @@ def test_cli_fit_score_threshold_end_to_end(textures, tmp_path, capsys):
     stored = json.loads((out / "anomaly.json").read_text())["thresholds"]
     assert stored["best_f1"] == float(table[0]["threshold"])
 
-    anomaly_cli.main(["score", "--model", str(out), "--images", str(tmp_path / "test" / "defect"),
-                      "--output", str(tmp_path / "flagged.csv"), "--threshold", "tpr>=0.95"])
+    anomaly_cli.main(
+        [
+            "score",
+            "--model",
+            str(out),
+            "--images",
+            str(tmp_path / "test" / "defect"),
+            "--output",
+            str(tmp_path / "flagged.csv"),
+            "--threshold",
+            "tpr>=0.95",
+        ]
+    )
     flagged = read_csv(tmp_path / "flagged.csv")
     assert list(flagged[0]) == ["image", "score", "mse", "perceptual", "defective"]
     expected = [int(float(row["score"]) >= stored["tpr>=0.95"]) for row in flagged]
@@ -480,13 +584,22 @@ def test_cli_fit_score_threshold_end_to_end(textures, tmp_path, capsys):
 
     # Labels from a separate CSV (any of 1/0, defective/good), joined on the image column.
     labels = tmp_path / "labels.csv"
-    labels.write_text("image,label\n" + "".join(
-        f"{row['image']},{'defective' if row['label'] == '1' else 'good'}\n" for row in rows
-    ))
+    labels.write_text(
+        "image,label\n" + "".join(f"{row['image']},{'defective' if row['label'] == '1' else 'good'}\n" for row in rows)
+    )
     unlabelled = tmp_path / "unlabelled.csv"
     unlabelled.write_text("image,score\n" + "".join(f"{row['image']},{row['score']}\n" for row in rows[::2]))
-    anomaly_cli.main(["threshold", "--scores", str(unlabelled), "--labels", str(labels),
-                      "--output", str(tmp_path / "thresholds_from_labels.csv")])
+    anomaly_cli.main(
+        [
+            "threshold",
+            "--scores",
+            str(unlabelled),
+            "--labels",
+            str(labels),
+            "--output",
+            str(tmp_path / "thresholds_from_labels.csv"),
+        ]
+    )
     joined = read_csv(tmp_path / "thresholds_from_labels.csv")
     assert all(int(row["TP"]) + int(row["FN"]) == 12 and int(row["TN"]) + int(row["FP"]) == 12 for row in joined)
 
@@ -505,21 +618,93 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
         (["threshold", "--scores", str(scores), "--output", str(tmp_path / "t.csv")], "need both good"),
         (["threshold", "--scores", str(bad_label), "--output", str(tmp_path / "t.csv")], "'maybe' is not"),
         (["threshold", "--scores", str(no_label), "--output", str(tmp_path / "t.csv")], "no label column"),
-        (["threshold", "--scores", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "t.csv")],
-         "does not exist"),
-        (["score", "--model", str(tmp_path), "--images", str(tmp_path / "images"), "--output", str(scores)],
-         "no anomaly.json"),
+        (
+            ["threshold", "--scores", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "t.csv")],
+            "does not exist",
+        ),
+        (
+            ["score", "--model", str(tmp_path), "--images", str(tmp_path / "images"), "--output", str(scores)],
+            "no anomaly.json",
+        ),
         (["score", "--model", str(tmp_path), "--output", str(scores)], "either --images"),
-        (["score", "--model", str(tmp_path), "--images", str(tmp_path / "images"), "--heatmaps",
-          str(tmp_path / "images" / "heat"), "--output", str(scores)], "must not be (inside) the input folder"),
-        (["fit", "--train_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out"), "--mode",
-          "autoencoder", "--feature_network", "none", *TINY], "is not a folder"),
-        (["fit", "--train_dir", str(tmp_path / "images"), "--output_dir", str(tmp_path / "out"), "--mode",
-          "autoencoder", "--feature_network", "none", "--mse_weight", "0.5", *TINY], "set mse_weight"),
-        (["fit", "--train_dir", str(tmp_path / "images"), "--output_dir", str(tmp_path / "out"), "--mode",
-          "autoencoder", "--feature_network", "none", *TINY, "--", "--conv_type=partial"], "use fit's --mode"),
-        (["score", "--model", str(tmp_path), "--images", str(tmp_path / "images"), "--output", str(scores), "--",
-          "--seed", "1"], "only for `fit`"),
+        (
+            [
+                "score",
+                "--model",
+                str(tmp_path),
+                "--images",
+                str(tmp_path / "images"),
+                "--heatmaps",
+                str(tmp_path / "images" / "heat"),
+                "--output",
+                str(scores),
+            ],
+            "must not be (inside) the input folder",
+        ),
+        (
+            [
+                "fit",
+                "--train_dir",
+                str(tmp_path / "nowhere"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--mode",
+                "autoencoder",
+                "--feature_network",
+                "none",
+                *TINY,
+            ],
+            "is not a folder",
+        ),
+        (
+            [
+                "fit",
+                "--train_dir",
+                str(tmp_path / "images"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--mode",
+                "autoencoder",
+                "--feature_network",
+                "none",
+                "--mse_weight",
+                "0.5",
+                *TINY,
+            ],
+            "set mse_weight",
+        ),
+        (
+            [
+                "fit",
+                "--train_dir",
+                str(tmp_path / "images"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--mode",
+                "autoencoder",
+                "--feature_network",
+                "none",
+                *TINY,
+                "--",
+                "--conv_type=partial",
+            ],
+            "use fit's --mode",
+        ),
+        (
+            [
+                "score",
+                "--model",
+                str(tmp_path),
+                "--images",
+                str(tmp_path / "images"),
+                "--output",
+                str(scores),
+                "--",
+                "--seed",
+                "1",
+            ],
+            "only for `fit`",
+        ),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as error:
@@ -536,12 +721,32 @@ def test_cli_errors_exit_non_zero_with_a_message(tmp_path, capsys):
     PConvUNet(layer_size=5, base_channels=8, sample_size=64, conv_type="plain").save_pretrained(model_dir)
     anomaly.AnomalyConfig(mode="autoencoder", resolution=64, feature_network="none", mse_weight=1.0).save(model_dir)
     with pytest.raises(SystemExit) as error:
-        anomaly_cli.main(["score", "--model", str(model_dir), "--images", str(tmp_path / "images"),
-                          "--output", str(tmp_path / "s.csv"), "--threshold", "best_f1"])
+        anomaly_cli.main(
+            [
+                "score",
+                "--model",
+                str(model_dir),
+                "--images",
+                str(tmp_path / "images"),
+                "--output",
+                str(tmp_path / "s.csv"),
+                "--threshold",
+                "best_f1",
+            ]
+        )
     assert error.value.code == 1 and "stored threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit) as error:
-        anomaly_cli.main(["score", "--model", str(model_dir), "--images", str(tmp_path / "images"),
-                          "--output", str(tmp_path / "s.csv")])
+        anomaly_cli.main(
+            [
+                "score",
+                "--model",
+                str(model_dir),
+                "--images",
+                str(tmp_path / "images"),
+                "--output",
+                str(tmp_path / "s.csv"),
+            ]
+        )
     assert error.value.code == 1 and "broken.png" in capsys.readouterr().err
 
 
@@ -590,8 +795,22 @@ def test_fit_without_feature_flags_uses_imagenet_when_converted(tmp_path, monkey
     for name, tile in train[::12]:
         Image.fromarray(tile).save(clean_dir / f"{name}.png")
     out = tmp_path / "out"
-    anomaly_cli.main(["fit", "--train_dir", str(clean_dir), "--output_dir", str(out), "--mode", "autoencoder", *TINY,
-                      "--max_train_steps", "2", "--train_batch_size", "2"])
+    anomaly_cli.main(
+        [
+            "fit",
+            "--train_dir",
+            str(clean_dir),
+            "--output_dir",
+            str(out),
+            "--mode",
+            "autoencoder",
+            *TINY,
+            "--max_train_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+        ]
+    )
     config = anomaly.AnomalyConfig.load(out)
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     if converted:
@@ -608,8 +827,21 @@ def test_missing_imagenet_weights_stop_fit_before_training(textures, tmp_path, m
     out = tmp_path / "out"
     for flags in (["--feature_network", "alexnet"], ["--feature_weights", "imagenet"], ["--mse_weight", "0.5"]):
         with pytest.raises(SystemExit) as error:
-            anomaly_cli.main(["fit", "--train_dir", str(textures["clean_dir"]), "--output_dir", str(out), "--mode",
-                              "inpainting", *flags, *TINY, "--max_train_steps", "2"])
+            anomaly_cli.main(
+                [
+                    "fit",
+                    "--train_dir",
+                    str(textures["clean_dir"]),
+                    "--output_dir",
+                    str(out),
+                    "--mode",
+                    "inpainting",
+                    *flags,
+                    *TINY,
+                    "--max_train_steps",
+                    "2",
+                ]
+            )
         message = capsys.readouterr().err
         assert error.value.code == 1 and str(tmp_path / "empty_home" / "features") in message, flags
         assert "bash scripts/fetch_feature_weights.sh" in message and "--feature_network none" in message

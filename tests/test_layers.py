@@ -34,8 +34,15 @@ def random_mask(n, channels, height, width, hole_fraction, generator):
 @pytest.mark.parametrize("mask_channels", [1, 4])
 @pytest.mark.parametrize(
     "kernel_size, stride, padding, dilation, bias",
-    [(3, 1, 1, 1, True), (3, 2, 1, 1, False), (5, 2, 2, 1, True), (7, 2, 3, 1, True), (3, 1, 0, 1, True),
-     ((3, 5), (1, 2), (1, 2), 1, True), (3, 1, 2, 2, False)],
+    [
+        (3, 1, 1, 1, True),
+        (3, 2, 1, 1, False),
+        (5, 2, 2, 1, True),
+        (7, 2, 3, 1, True),
+        (3, 1, 0, 1, True),
+        ((3, 5), (1, 2), (1, 2), 1, True),
+        (3, 1, 2, 2, False),
+    ],
 )
 def test_matches_brute_force_reference(mask_channels, kernel_size, stride, padding, dilation, bias):
     generator = torch.Generator().manual_seed(1)

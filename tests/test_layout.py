@@ -174,10 +174,6 @@ def test_library_code_raises_and_only_the_commands_exit():
     assert not exiting, f"library code ending the program (raise an exception instead): {exiting}"
 
 
-# Old import paths kept for files other sessions own, until those import the new ones (then delete both files).
-SHIMS = {"pconv_hf._cli": "pconv_hf.evaluation_native", "pconv_hf.export_cli": "tests/test_web.py"}
-
-
 def test_console_commands_live_in_the_cli_package():
     section = (PACKAGE.parent / "pyproject.toml").read_text().split("[project.scripts]\n")[1].split("\n[")[0]
     scripts = dict(line.replace('"', "").split(" = ") for line in section.strip().splitlines())
@@ -189,10 +185,10 @@ def test_console_commands_live_in_the_cli_package():
     }
     graph = top_level_imports()
     assert graph["pconv_hf.cli"] == set()  # the package imports no command: each loads only what it uses
-    # The library never reaches up into the commands (the old paths above aside).
+    # The library never reaches up into the commands.
     upward = {
         module: sorted(t for t in targets if t.startswith("pconv_hf.cli"))
         for module, targets in graph.items()
-        if not module.startswith("pconv_hf.cli") and module not in SHIMS and module not in SHIMS.values()
+        if not module.startswith("pconv_hf.cli")
     }
     assert not {module: targets for module, targets in upward.items() if targets}

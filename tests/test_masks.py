@@ -291,11 +291,7 @@ def test_load_mask_reads_any_mode_with_either_hole_colour(tmp_path, mode, holes_
     hole_value, valid_value = (255, 0) if holes_are == "white" else (0, 255)
     grey = square_hole_image(hole_value, valid_value)
     # 16-bit masks span 0..65535, so 255 * 257 is full white.
-    image = (
-        Image.fromarray(grey.astype(np.uint16) * 257)
-        if mode == "I;16"
-        else Image.fromarray(grey).convert(mode)
-    )
+    image = Image.fromarray(grey.astype(np.uint16) * 257) if mode == "I;16" else Image.fromarray(grey).convert(mode)
     path = tmp_path / "mask.png"
     image.save(path)
     valid_mask = load_mask(path, holes_are=holes_are)

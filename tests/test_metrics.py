@@ -65,16 +65,12 @@ def test_psnr_matches_skimage(astronaut, noisy) -> None:
 def test_ssim_matches_skimage(astronaut, noisy) -> None:
     value = ssim(_to_tensor(noisy), _to_tensor(astronaut))
     assert value.shape == (1,)
-    kwargs = dict(
-        data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
-    )
+    kwargs = dict(data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     # torchmetrics averages the whole SSIM map (no border crop): compare with skimage's full map mean ...
     _, full = skimage.metrics.structural_similarity(astronaut, noisy, full=True, **kwargs)
     assert value.item() == pytest.approx(full.mean(), abs=2e-3)
     # ... and, more loosely, with skimage's border-cropped score.
-    assert value.item() == pytest.approx(
-        skimage.metrics.structural_similarity(astronaut, noisy, **kwargs), abs=0.03
-    )
+    assert value.item() == pytest.approx(skimage.metrics.structural_similarity(astronaut, noisy, **kwargs), abs=0.03)
 
 
 def test_metrics_per_image_in_a_batch(astronaut, noisy) -> None:
@@ -158,9 +154,7 @@ def test_evaluate_scores_the_composite_and_accepts_batches() -> None:
     expected_l1 = ((1 - valid_mask) * (1 - image)).flatten(1).mean(1)  # valid pixels come from the gt
     assert results[bucket_label(HOLE_RATIO_BUCKETS[1])]["count"] == 1
     assert results[bucket_label(HOLE_RATIO_BUCKETS[3])]["count"] == 1
-    assert results[bucket_label(HOLE_RATIO_BUCKETS[1])]["l1"] == pytest.approx(
-        expected_l1[0].item(), rel=1e-5
-    )
+    assert results[bucket_label(HOLE_RATIO_BUCKETS[1])]["l1"] == pytest.approx(expected_l1[0].item(), rel=1e-5)
     assert results["all"]["l1"] == pytest.approx(expected_l1.mean().item(), rel=1e-5)
     assert results["all"]["psnr"] < 30
 

@@ -34,8 +34,22 @@ from pconv_hf.training import flatten_metrics, loss_weights_at  # noqa: E402
 from pconv_hf.training_config import TrainingConfig, build_parser  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "cat", "coins", "moon", "page")
-TINY = ["--resolution", "64", "--layer_size", "5", "--base_channels", "8", "--train_batch_size", "2",
-        "--report_to", "none", "--mixed_precision", "no", "--num_validation_images", "3"]
+TINY = [
+    "--resolution",
+    "64",
+    "--layer_size",
+    "5",
+    "--base_channels",
+    "8",
+    "--train_batch_size",
+    "2",
+    "--report_to",
+    "none",
+    "--mixed_precision",
+    "no",
+    "--num_validation_images",
+    "3",
+]
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
@@ -87,9 +101,22 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
 def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "out"
-    result = train("--train_data", str(photo_dir), "--validation_data", str(val_dir), "--output_dir", str(out),
-                   "--max_train_steps", "3", "--checkpointing_steps", "2", "--validation_steps", "2",
-                   "--perceptual_network", "none")
+    result = train(
+        "--train_data",
+        str(photo_dir),
+        "--validation_data",
+        str(val_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "2",
+        "--perceptual_network",
+        "none",
+    )
 
     assert result["global_step"] == 3
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
@@ -100,8 +127,9 @@ def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path, caplo
     final = load_file(str(out / "checkpoint-3" / "model.safetensors"))
     exported = weights(out)
     assert all(torch.equal(exported[k], final[k]) for k in exported)
-    assert any(not torch.equal(exported[k], load_file(str(out / "checkpoint-2" / "model.safetensors"))[k])
-               for k in exported)
+    assert any(
+        not torch.equal(exported[k], load_file(str(out / "checkpoint-2" / "model.safetensors"))[k]) for k in exported
+    )
 
     for step in (2, 3):
         grid = Image.open(out / "samples" / f"step-{step}.png")
@@ -121,9 +149,26 @@ def test_train_exports_checkpoints_validates(photo_dir, val_dir, tmp_path, caplo
 
 def test_train_with_random_vgg_features(photo_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    result = train("--train_data", str(photo_dir), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
-                   "--checkpointing_steps", "5", "--validation_steps", "5", "--perceptual_network", "vgg16",
-                   "--perceptual_weights", "random", "--lambda_style_initial", "1", "--style_warmup_steps", "1")
+    result = train(
+        "--train_data",
+        str(photo_dir),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "5",
+        "--validation_steps",
+        "5",
+        "--perceptual_network",
+        "vgg16",
+        "--perceptual_weights",
+        "random",
+        "--lambda_style_initial",
+        "1",
+        "--style_warmup_steps",
+        "1",
+    )
     assert result["global_step"] == 2
     assert np.isfinite(result["last_logs"]["loss/style"]) and result["last_logs"]["loss/perceptual"] > 0
     assert "RANDOMLY INITIALISED vgg16" in caplog.text
@@ -149,14 +194,28 @@ def test_style_schedule():
 # With 2 workers and 3 batches consumed at the checkpoint, the resumed loader must start with worker 1's turn.
 @pytest.mark.parametrize(("workers", "accumulation"), [(0, 2), (2, 1)])
 def test_resume_matches_uninterrupted_run(photo_dir, tmp_path, workers, accumulation):
-    common = ["--train_data", str(photo_dir), "--checkpointing_steps", "3", "--validation_steps", "100",
-              "--perceptual_network", "none", "--gradient_accumulation_steps", str(accumulation),
-              "--dataloader_num_workers", str(workers), "--lr_warmup_steps", "2"]
+    common = [
+        "--train_data",
+        str(photo_dir),
+        "--checkpointing_steps",
+        "3",
+        "--validation_steps",
+        "100",
+        "--perceptual_network",
+        "none",
+        "--gradient_accumulation_steps",
+        str(accumulation),
+        "--dataloader_num_workers",
+        str(workers),
+        "--lr_warmup_steps",
+        "2",
+    ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(*common, "--output_dir", str(straight), "--max_train_steps", "6")
     train(*common, "--output_dir", str(resumed), "--max_train_steps", "3")
-    result = train(*common, "--output_dir", str(resumed), "--max_train_steps", "6", "--resume_from_checkpoint",
-                   "latest")
+    result = train(
+        *common, "--output_dir", str(resumed), "--max_train_steps", "6", "--resume_from_checkpoint", "latest"
+    )
 
     assert result["global_step"] == 6
     a, b = weights(straight), weights(resumed)
@@ -175,27 +234,65 @@ def test_two_process_ddp_on_cpu(tmp_path):
         extra.unlink()
     out, seen = tmp_path / "out", tmp_path / "seen"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(REPO / "train_accelerate.py"), "--train_data", str(data), "--output_dir", str(out),
-               "--resolution", "64", "--train_batch_size", "2", "--checkpointing_steps", "2", "--layer_size", "5",
-               "--base_channels", "8", "--perceptual_network", "none", "--report_to", "none",
-               "--num_validation_images", "2", "--log_seen_images", str(seen)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(REPO / "train_accelerate.py"),
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--resolution",
+        "64",
+        "--train_batch_size",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--layer_size",
+        "5",
+        "--base_channels",
+        "8",
+        "--perceptual_network",
+        "none",
+        "--report_to",
+        "none",
+        "--num_validation_images",
+        "2",
+        "--log_seen_images",
+        str(seen),
+    ]
 
-    first = subprocess.run([*command, "--max_train_steps", "4"], env=env, capture_output=True, text=True,
-                           timeout=240)
+    first = subprocess.run([*command, "--max_train_steps", "4"], env=env, capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on 2 process(es)" in first.stderr
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert {p.name for p in (out / "checkpoint-4").glob("data_state_rank*.json")} == {
-        "data_state_rank0.json", "data_state_rank1.json"}
-    seen_by_rank = [[line.split("\t")[1] for line in Path(f"{seen}.rank{r}.txt").read_text().splitlines()]
-                    for r in (0, 1)]
+        "data_state_rank0.json",
+        "data_state_rank1.json",
+    }
+    seen_by_rank = [
+        [line.split("\t")[1] for line in Path(f"{seen}.rank{r}.txt").read_text().splitlines()] for r in (0, 1)
+    ]
     assert all(len(ids) == 8 and len(set(ids)) == 8 for ids in seen_by_rank)
     assert not set(seen_by_rank[0]) & set(seen_by_rank[1]), "ranks trained on the same images"
 
-    second = subprocess.run([*command, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"], env=env,
-                            capture_output=True, text=True, timeout=240)
+    second = subprocess.run(
+        [*command, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "checkpoint-4 at step 4" in second.stderr
     for rank in (0, 1):
@@ -225,8 +322,20 @@ def test_bad_images_are_skipped_and_counted(tmp_path, caplog):
     Image.fromarray(astronaut[:40, :40]).save(data / "tiny.png")
 
     caplog.set_level(logging.INFO)
-    result = train("--train_data", str(data), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "5",
-                   "--checkpointing_steps", "10", "--validation_steps", "10", "--perceptual_network", "none")
+    result = train(
+        "--train_data",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_train_steps",
+        "5",
+        "--checkpointing_steps",
+        "10",
+        "--validation_steps",
+        "10",
+        "--perceptual_network",
+        "none",
+    )
 
     assert result["skipped"] == {"unreadable": 1, "truncated": 1, "too_small": 1, "too_large": 0}
     assert "unreadable=1, truncated=1, too_small=1, too_large=0" in caplog.text
@@ -254,9 +363,23 @@ def test_finetune_freezes_encoder_batchnorm(photo_dir, tmp_path):
     torch.manual_seed(0)
     PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(start)
     out = tmp_path / "out"
-    train("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "2",
-          "--checkpointing_steps", "5", "--validation_steps", "5", "--perceptual_network", "none",
-          "--init_from", str(start), "--finetune")
+    train(
+        "--train_data",
+        str(photo_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "5",
+        "--validation_steps",
+        "5",
+        "--perceptual_network",
+        "none",
+        "--init_from",
+        str(start),
+        "--finetune",
+    )
 
     before, after = weights(start), weights(out)
     encoder_bn = [k for k in before if k.startswith("encoder.") and ".norm." in k]
@@ -270,8 +393,20 @@ def test_finetune_freezes_encoder_batchnorm(photo_dir, tmp_path):
 
 
 def test_channels_last_trains_the_same_model(photo_dir, tmp_path):
-    common = ["--train_data", str(photo_dir), "--max_train_steps", "3", "--checkpointing_steps", "5",
-              "--validation_steps", "5", "--perceptual_network", "none", "--lr_scheduler", "cosine"]
+    common = [
+        "--train_data",
+        str(photo_dir),
+        "--max_train_steps",
+        "3",
+        "--checkpointing_steps",
+        "5",
+        "--validation_steps",
+        "5",
+        "--perceptual_network",
+        "none",
+        "--lr_scheduler",
+        "cosine",
+    ]
     train(*common, "--output_dir", str(tmp_path / "default"))
     train(*common, "--output_dir", str(tmp_path / "channels_last"), "--channels_last")
     a, b = weights(tmp_path / "default"), weights(tmp_path / "channels_last")
@@ -286,8 +421,18 @@ def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monk
     monkeypatch.setenv("PCONV_HF_HOME", str(tmp_path / "empty_pconv_hf_home"))
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError) as error:
-        train_in_code("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "2",
-                      "--perceptual_network", "vgg16", "--perceptual_weights", "imagenet")
+        train_in_code(
+            "--train_data",
+            str(photo_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--perceptual_network",
+            "vgg16",
+            "--perceptual_weights",
+            "imagenet",
+        )
     message = str(error.value)
     assert str(tmp_path / "empty_pconv_hf_home" / "features" / "vgg16-imagenet.safetensors") in message
     assert "bash scripts/fetch_feature_weights.sh" in message
@@ -297,8 +442,20 @@ def test_missing_imagenet_weights_fail_before_training(photo_dir, tmp_path, monk
 def test_non_finite_loss_stops_after_max_skipped_steps(photo_dir, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(training.NonFiniteLossError) as error:
-        train_in_code("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "5",
-                      "--perceptual_network", "none", "--lambda_hole", "nan", "--max_skipped_steps", "3")
+        train_in_code(
+            "--train_data",
+            str(photo_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "5",
+            "--perceptual_network",
+            "none",
+            "--lambda_hole",
+            "nan",
+            "--max_skipped_steps",
+            "3",
+        )
     assert "3 consecutive updates had a non-finite loss" in str(error.value)
     assert not list(out.glob("checkpoint-*"))
 
@@ -327,16 +484,34 @@ def test_hub_style_dataset_works_offline(tmp_path):
         assert len(rows) == 4 and set(rows[0]) == {"image"}
         assert decode_image(rows[1]["image"]).size == images[1].size
 
-    result = train("--train_data", str(saved), "--output_dir", str(tmp_path / "out"), "--max_train_steps", "2",
-                   "--checkpointing_steps", "5", "--validation_steps", "5", "--perceptual_network", "none")
+    result = train(
+        "--train_data",
+        str(saved),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_train_steps",
+        "2",
+        "--checkpointing_steps",
+        "5",
+        "--validation_steps",
+        "5",
+        "--perceptual_network",
+        "none",
+    )
     assert result["global_step"] == 2 and sum(result["skipped"].values()) == 0
 
 
 def make_stream(photo_dir: Path, rank: int = 0, world_size: int = 1, seed: int = 0, **kwargs) -> TrainingStream:
-    examples = rank_stream(load_examples(photo_dir), seed=seed, shuffle_buffer_size=4, rank=rank,
-                           world_size=world_size)
-    return TrainingStream(examples, resolution=64, batch_size=3, mask_source=make_mask_source("generated", 64),
-                          seed=seed, rank=rank, **kwargs)
+    examples = rank_stream(load_examples(photo_dir), seed=seed, shuffle_buffer_size=4, rank=rank, world_size=world_size)
+    return TrainingStream(
+        examples,
+        resolution=64,
+        batch_size=3,
+        mask_source=make_mask_source("generated", 64),
+        seed=seed,
+        rank=rank,
+        **kwargs,
+    )
 
 
 def test_grayscale_augmentation_keeps_crops_and_masks(photo_dir):
@@ -357,8 +532,9 @@ def test_grayscale_augmentation_keeps_crops_and_masks(photo_dir):
     assert (gray["image"][index, 0] - luma).abs().max() < 2 / 255
 
     half = make_stream(photo_dir, grayscale_probability=0.5)
-    converted = [torch.equal(img[0], img[1]) for _, batch in zip(range(20), half, strict=False)
-                 for img in batch["image"]]
+    converted = [
+        torch.equal(img[0], img[1]) for _, batch in zip(range(20), half, strict=False) for img in batch["image"]
+    ]
     assert 0.25 < sum(converted) / len(converted) < 0.85  # includes the 2 grayscale photos of 9
     with pytest.raises(ValueError, match="grayscale_probability must be in \\[0, 1\\], got 1.5"):
         make_stream(photo_dir, grayscale_probability=1.5)
@@ -379,8 +555,10 @@ def test_stream_is_deterministic_split_and_resumable(photo_dir):
         return [next(iterator) for _ in range(n)]
 
     a, b = first(make_stream(photo_dir), 4), first(make_stream(photo_dir), 4)
-    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["valid_mask"], y["valid_mask"])
-               for x, y in zip(a, b, strict=True))
+    assert all(
+        torch.equal(x["image"], y["image"]) and torch.equal(x["valid_mask"], y["valid_mask"])
+        for x, y in zip(a, b, strict=True)
+    )
     assert a[0]["image"].shape == (3, 3, 64, 64) and a[0]["valid_mask"].shape == (3, 1, 64, 64)
     assert set(torch.unique(a[0]["valid_mask"]).tolist()) == {0.0, 1.0}
     assert a[3]["state"]["epoch"] == 1  # 9 images, 3 per batch: the fourth batch starts the next epoch
@@ -404,14 +582,42 @@ def test_init_from_a_narrower_model_widens_it(photo_dir, tmp_path):
     torch.manual_seed(0)
     PConvUNet(layer_size=5, base_channels=8, sample_size=64, boundary_blend=True).save_pretrained(start)
     out = tmp_path / "out"
-    train("--train_data", str(photo_dir), "--output_dir", str(out), "--max_train_steps", "1",
-          "--checkpointing_steps", "5", "--validation_steps", "5", "--perceptual_network", "none",
-          "--init_from", str(start), "--finetune", "--base_channels", "12")
+    train(
+        "--train_data",
+        str(photo_dir),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "1",
+        "--checkpointing_steps",
+        "5",
+        "--validation_steps",
+        "5",
+        "--perceptual_network",
+        "none",
+        "--init_from",
+        str(start),
+        "--finetune",
+        "--base_channels",
+        "12",
+    )
     assert PConvUNet.from_pretrained(out).config["base_channels"] == 12
     assert weights(out)["encoder.0.conv.weight"].shape == (12, 3, 7, 7)
     with pytest.raises(ValueError, match="narrower than --init_from's 12"):
-        train_in_code("--train_data", str(photo_dir), "--output_dir", str(tmp_path / "narrow"), "--max_train_steps",
-                      "1", "--perceptual_network", "none", "--init_from", str(out), "--base_channels", "8")
+        train_in_code(
+            "--train_data",
+            str(photo_dir),
+            "--output_dir",
+            str(tmp_path / "narrow"),
+            "--max_train_steps",
+            "1",
+            "--perceptual_network",
+            "none",
+            "--init_from",
+            str(out),
+            "--base_channels",
+            "8",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,8 +627,9 @@ REQUIRED = {"train_data": "photos", "output_dir": "out", "max_train_steps": 10}
 
 
 def test_flags_and_config_agree_on_every_default():
-    parser_defaults = vars(build_parser().parse_args(["--train_data", "photos", "--output_dir", "out",
-                                                      "--max_train_steps", "10"]))
+    parser_defaults = vars(
+        build_parser().parse_args(["--train_data", "photos", "--output_dir", "out", "--max_train_steps", "10"])
+    )
     fields = dataclasses.fields(TrainingConfig)
     assert list(parser_defaults) == [field.name for field in fields]  # one flag per field, in field order
     for field in fields:

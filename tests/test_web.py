@@ -23,7 +23,7 @@ from PIL import Image
 
 import pconv_hf
 from pconv_hf import PConvUNet
-from pconv_hf.export_cli import main
+from pconv_hf.cli.export import main
 from pconv_hf.images import open_image
 from pconv_hf.inpainting import inpaint
 from pconv_hf.web import (

@@ -12,11 +12,15 @@ needs ``datasets`` (``pip install 'pconv_hf[train]'``).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import evaluation, evaluation_native
 from ..evaluation import PROG
+from ..evaluation_native import BASELINES, model_fill, parse_inpaint_options
 from . import common
 from .common import add_runtime_arguments, int_range
+
+NATIVE_PROG = "pconv-evaluate --protocol native"
 
 PROTOCOLS = ("paper", "native")
 DESCRIPTION = "Evaluate a PConvUNet against baselines with the paper's protocol (Liu et al. 2018, Table 1)."
@@ -30,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     chooser = argparse.ArgumentParser(add_help=False)
     chooser.add_argument("--protocol", choices=PROTOCOLS, default="paper")
     if chooser.parse_known_args(argv)[0].protocol == "native":
-        evaluation_native.main(argv)
+        native_args = parse_native_args(argv)
+        common.run(NATIVE_PROG, lambda: run_native(native_args))
         return
     args = parse_args(argv)
     common.run(PROG, lambda: evaluation.run(args))
@@ -110,6 +115,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Skip LPIPS (by default computed when its converted weights are present).",
     )
     return parser.parse_args(argv)
+
+
+# --- --protocol native ------------------------------------------------------------------------------------------
+
+
+def parse_native_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=NATIVE_PROG,
+        description=evaluation_native.__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--protocol", choices=["native"], default="native", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help="saved PConvUNet folder or Hub id (default: the bundled model)")
+    parser.add_argument("--data", nargs="+", required=True, help="folders of held-out photos at their own size")
+    parser.add_argument("--output_dir", required=True, help="gets masks/ (unless --masks), rows, summary, table")
+    parser.add_argument("--masks", default=None, help="a mask folder written by an earlier run, to compare on")
+    parser.add_argument("--masks_per_bucket", type=int, default=1, help="masks per photo and hole-ratio bucket")
+    parser.add_argument("--seed", type=int, default=2026, help="mask seed")
+    parser.add_argument("--baselines", default="telea,ns", help="comma-separated: telea, ns, unet:DIR; '' for none")
+    parser.add_argument("--inpaint_options", default="", help="inpaint() options for the model, key=value,...")
+    parser.add_argument("--no_lpips", action="store_true", help="skip LPIPS")
+    add_runtime_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def native_methods(args: argparse.Namespace) -> dict:
+    """The fills ``--model``, ``--baselines`` and ``--inpaint_options`` name, by display name."""
+    options = {**parse_inpaint_options(args.inpaint_options), "dtype": args.dtype}
+    methods = {"PConvUNet": model_fill(common.model_from_flag(args.model, args.device), **options)}
+    for spec in filter(None, (part.strip() for part in args.baselines.split(","))):
+        if spec.startswith("unet:"):
+            other = common.model_from_flag(spec[5:], args.device, flag="--baselines unet:")
+            methods[Path(spec[5:]).name] = model_fill(other, **options)
+        elif spec in BASELINES:
+            label, fill = BASELINES[spec]
+            methods[label] = fill
+        else:
+            raise ValueError(f"--baselines: unknown method {spec!r}; use telea, ns or unet:DIR")
+    return methods
+
+
+def run_native(args: argparse.Namespace) -> dict:
+    """``--protocol native`` as ``args`` say: results in ``--output_dir``, the table printed, the summary returned."""
+    summary, table = evaluation_native.evaluate(
+        native_methods(args),
+        args.data,
+        args.output_dir,
+        masks=args.masks,
+        masks_per_bucket=args.masks_per_bucket,
+        seed=args.seed,
+        with_lpips=False if args.no_lpips else None,
+    )
+    print(table)
+    return summary
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="for --web: saved model folder, Hub id or a pconv-export .onnx file (default: bundled)",
     )
-    web.add_argument("--quantize", choices=["uint8"], help="for --web: dynamic uint8 weights instead of float16")
+    web.add_argument(
+        "--quantize",
+        choices=["uint8"],
+        help="for --web: uint8 weights (per output channel, dequantised to float in the graph) instead of float16",
+    )
     web.add_argument(
         "--ort-dist",
         type=Path,
