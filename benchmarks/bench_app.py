@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pconv_hf.web.headless import APP_CHROMIUM_ARGS, CHROMIUM
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 TIMEOUT_MS = 180_000
 EDITOR_HINT = "select the draw tool to start"
 # Counts the PNG / JPEG / WebP encodes the page does (the image editor exports its canvas with canvas.toBlob).
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[Round]] = {name: [] for name in names}
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=APP_CHROMIUM_ARGS)
                 for round_index in range(args.warmup + args.repeats):
                     for name, server in zip(names, servers):
                         row = one_round(browser, server, photo, args.loop)

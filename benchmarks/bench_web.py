@@ -21,8 +21,6 @@ Each cell is one run: run it on a quiet machine, and say so when it was not.
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import tempfile
 import threading
 import time
@@ -34,16 +32,9 @@ from PIL import Image
 import pconv_hf
 from pconv_hf.onnx import export_onnx
 from pconv_hf.web import build_web, make_server
+from pconv_hf.web.headless import CHROMIUM, CHROMIUM_ARGS, fill_through_page
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 TIMEOUT_MS = 600_000
-READ_RESULT = """async () => {
-  const bytes = new Uint8Array(await (await fetch(document.getElementById("result").src)).arrayBuffer());
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(text);
-}"""
 
 
 def photos(folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -68,19 +59,7 @@ def photos(folder: Path) -> dict[str, tuple[Path, Path]]:
 
 def fill(page, photo: Path, mask: Path) -> tuple[float, Image.Image]:
     """Fill through the page contract; the worker's fill seconds and the result."""
-    from playwright.sync_api import expect
-
-    before = page.get_attribute("#result", "src")
-    page.set_input_files("#photo", str(photo))
-    expect(page.locator("#mask")).to_be_enabled(timeout=TIMEOUT_MS)
-    page.set_input_files("#mask", str(mask))
-    page.click("#inpaint", timeout=TIMEOUT_MS)
-    page.wait_for_function(
-        "before => { let src = document.getElementById('result').getAttribute('src'); return src && src !== before; }",
-        arg=before,
-        timeout=TIMEOUT_MS,
-    )
-    result = Image.open(io.BytesIO(base64.b64decode(page.evaluate(READ_RESULT))))
+    result = fill_through_page(page, photo, mask, TIMEOUT_MS)
     return float(page.evaluate("document.body.dataset.fillSeconds")), result
 
 

@@ -19,17 +19,9 @@ from playwright.sync_api import expect, sync_playwright
 from skimage import data
 
 from pconv_hf import PConvUNet, images
+from pconv_hf.web.headless import APP_CHROMIUM_ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 30_000
 EDITOR_HINT = "select the draw tool to start"  # shown by the ready editor until it has a photo
 # Records the page's canvas encodes: the editor exports its canvas (background, painted layer, composite) with
@@ -79,7 +71,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def page(server):
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=APP_CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)  # a 2-core CI machine renders and encodes slowly

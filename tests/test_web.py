@@ -4,8 +4,6 @@ inpaint() (strategy="native") on the same model file, for float16 and uint8 weig
 pipeline run in node against Python's window planner and inpaint() with a stand-in network; plus the folder, the
 stored weights and the server on their own."""
 
-import base64
-import io
 import json
 import math
 import shutil
@@ -36,17 +34,10 @@ from pconv_hf.web import (
     quantize_uint8,
     store_weights_fp16,
 )
+from pconv_hf.web.headless import CHROMIUM, CHROMIUM_ARGS, fill_through_page
 from pconv_hf.windows import DEFAULT_MAX_PIXELS, plan_native_windows, plan_windows
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 FILL_TIMEOUT_MS = 120_000
-READ_RESULT = """async () => {
-  const bytes = new Uint8Array(await (await fetch(document.getElementById("result").src)).arrayBuffer());
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(text);
-}"""
 
 
 def tiny_model() -> PConvUNet:
@@ -151,19 +142,7 @@ def browser():
 
 def fill_on_page(page, photo: Path, mask: Path) -> tuple[Image.Image, list]:
     """The page's filled PNG and its windows ([top, left, height, width, scale, refine scale] each)."""
-    from playwright.sync_api import expect
-
-    before = page.get_attribute("#result", "src")
-    page.set_input_files("#photo", str(photo))
-    expect(page.locator("#mask")).to_be_enabled()
-    page.set_input_files("#mask", str(mask))
-    page.click("#inpaint", timeout=FILL_TIMEOUT_MS)
-    page.wait_for_function(
-        "before => { let src = document.getElementById('result').getAttribute('src'); return src && src !== before; }",
-        arg=before,
-        timeout=FILL_TIMEOUT_MS,
-    )
-    result = Image.open(io.BytesIO(base64.b64decode(page.evaluate(READ_RESULT))))
+    result = fill_through_page(page, photo, mask, FILL_TIMEOUT_MS)
     return result, json.loads(page.evaluate("document.body.dataset.windows"))
 
 
