@@ -1,7 +1,7 @@
 """The native-size protocol: photos at their own size with object-removal masks, scored on the hole.
 
     pconv-evaluate --protocol native --data DIR [DIR ...] --output_dir OUT [--model DIR] [--masks DIR] \
-        [--baselines telea,ns,unet:DIR] [--masks_per_bucket 1] [--inpaint_options strategy=crop,resolution=1024]
+        [--baselines telea,ns,shiftmap,unet:DIR] [--masks_per_bucket 1] [--inpaint_options resolution=1024]
 
 The paper's protocol (``pconv_hf.evaluation``) scores 256-px crops; people fill 1-16 MP photos. Here every photo
 of ``--data`` is used at its own size (EXIF-upright), in three size classes (<= 1 MP, 1-4 MP, > 4 MP). Each photo
@@ -11,7 +11,9 @@ as PNG files (white = hole) so that later runs compare on the same masks (``--ma
 
 Metrics, on the hole only: PSNR of the hole pixels; SSIM on the hole's bounding box (padded by 16 px); LPIPS
 (v0.1 AlexNet) on that box downscaled to at most 512 px; and the time of each fill. Every method (the model
-through ``inpaint()``, OpenCV Telea and Navier-Stokes, other saved models) fills the same (photo, mask) pairs.
+through ``inpaint()``, OpenCV's diffusion fills Telea and Navier-Stokes, its exemplar fill shift-map, other saved
+models) fills the same (photo, mask) pairs. The report gives the means per size class and bucket and per mask
+kind and bucket, and the margins of every method over the better diffusion fill and over shift-map.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tqdm import tqdm
 from .images import displayed_size, list_images, open_image, to_hole_mask
 from .inpainting import inpaint
 from .masks import OBJECT_BUCKETS, OBJECT_KINDS, bucket_label, object_mask
-from .metrics import lpips, lpips_available, ssim
+from .metrics import lpips, lpips_available, shiftmap_fill, ssim
 
 SIZE_CLASSES: tuple[tuple[str, float, float], ...] = (
     ("<=1 MP", 0.0, 1.0),
@@ -191,7 +193,14 @@ def model_fill(model, **options) -> FillFn:
 BASELINES: dict[str, tuple[str, FillFn]] = {
     "telea": ("Telea", opencv_fill(cv2.INPAINT_TELEA)),
     "ns": ("Navier-Stokes", opencv_fill(cv2.INPAINT_NS)),
+    "shiftmap": ("Shift-map", shiftmap_fill),
 }
+"""``--baselines`` name -> (display name, fill): OpenCV's classical methods."""
+DIFFUSION = ("Telea", "Navier-Stokes")
+"""Display names of the diffusion fills, which smear the border inwards; margins are over the better of them."""
+EXEMPLAR = ("Shift-map",)
+"""Display name of the exemplar fill, which copies the photo's own texture into the hole."""
+CLASSICAL = DIFFUSION + EXEMPLAR
 
 
 # --- running ------------------------------------------------------------------------------------------------
@@ -217,37 +226,47 @@ def run_protocol(methods: dict[str, FillFn], cases: list[Case], with_lpips: bool
     return rows
 
 
-def summarize(rows: list[dict]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """Mean metrics per size class ("all" too) -> bucket ("all" too) -> method -> metric (with "count")."""
+GROUPINGS = {"size_class": "size", "kind": "kind"}
+"""Row field a summary can group by -> its table's first column header."""
+
+
+def summarize(rows: list[dict], by: str = "size_class") -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Mean metrics per size class (``by="size_class"``) or mask kind (``by="kind"``), "all" too -> bucket ("all"
+    too) -> method -> metric (with "count")."""
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {tuple(GROUPINGS)}, got {by!r}")
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        for size in (row["size_class"], "all"):
+        for group in (row[by], "all"):
             for bucket in (row["bucket"], "all"):
-                groups[size, bucket, row["method"]].append(row)
+                groups[group, bucket, row["method"]].append(row)
     table: dict = defaultdict(lambda: defaultdict(dict))
-    for (size, bucket, method), members in groups.items():
+    for (group, bucket, method), members in groups.items():
         means = {
             key: float(np.nanmean([m[key] for m in members]))
             for key in ("psnr", "ssim", "lpips", "seconds")
             if key in members[0]
         }
-        table[size][bucket][method] = {**means, "count": len(members)}
-    return {size: dict(buckets) for size, buckets in table.items()}
+        table[group][bucket][method] = {**means, "count": len(members)}
+    return {group: dict(buckets) for group, buckets in table.items()}
 
 
 def _cells(summary: dict) -> Iterable[tuple[str, str, dict]]:
-    sizes = [label for label, _, _ in SIZE_CLASSES if label in summary] + ["all"]
-    for size in sizes:
+    """(group, bucket, cell) in table order: size classes or kinds in their own order, then "all"."""
+    order = [label for label, _, _ in SIZE_CLASSES] + list(OBJECT_KINDS)
+    groups = [label for label in order if label in summary] + ["all"]
+    for group in groups:
         for bucket in [bucket_label(b) for b in OBJECT_BUCKETS] + ["all"]:
-            cell = summary.get(size, {}).get(bucket)
+            cell = summary.get(group, {}).get(bucket)
             if cell:
-                yield size, bucket, cell
+                yield group, bucket, cell
 
 
-def format_native_table(summary: dict) -> str:
-    """A markdown table: size class, bucket, count, then PSNR / SSIM / LPIPS / seconds per fill of every method."""
+def format_native_table(summary: dict, header: str = "size") -> str:
+    """A markdown table: group (size class, or mask kind with ``header="kind"``), bucket, count, then PSNR / SSIM /
+    LPIPS / seconds per fill of every method."""
     methods = list(summary["all"]["all"])
-    lines = ["| size | holes | n | " + " | ".join(methods) + " |", "|" + "---|" * (3 + len(methods))]
+    lines = [f"| {header} | holes | n | " + " | ".join(methods) + " |", "|" + "---|" * (3 + len(methods))]
     for size, bucket, cell in _cells(summary):
         values = [
             f"{cell[m]['psnr']:.2f} / {cell[m]['ssim']:.4f} / {cell[m].get('lpips', math.nan):.4f} / "
@@ -258,34 +277,63 @@ def format_native_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def format_margins(summary: dict, methods: list[str]) -> str:
-    """Each of ``methods`` over the better of Telea / Navier-Stokes: PSNR (dB), SSIM, LPIPS (% change)."""
-    lines = ["| size | holes | " + " | ".join(methods) + " |", "|" + "---|" * (2 + len(methods))]
+def format_margins(
+    summary: dict, methods: list[str], against: tuple[str, ...] = DIFFUSION, header: str = "size"
+) -> str:
+    """Each of ``methods`` over the better of the ``against`` methods: PSNR (dB), SSIM, LPIPS (% change)."""
+    lines = [f"| {header} | holes | " + " | ".join(methods) + " |", "|" + "---|" * (2 + len(methods))]
     for size, bucket, cell in _cells(summary):
-        lines.append(f"| {size} | {bucket} | " + " | ".join(_margin(cell, m) for m in methods) + " |")
+        lines.append(f"| {size} | {bucket} | " + " | ".join(_margin(cell, m, against) for m in methods) + " |")
     return "\n".join(lines)
 
 
-def margins(cell: dict, method: str) -> tuple[float, float, float] | None:
-    """(PSNR dB, SSIM, LPIPS %) of ``method`` over the better of Telea / Navier-Stokes in one summary cell."""
-    classical = [cell[m] for m in ("Telea", "Navier-Stokes") if m in cell]
-    if not classical or method not in cell:
+def margins(cell: dict, method: str, against: tuple[str, ...] = DIFFUSION) -> tuple[float, float, float] | None:
+    """(PSNR dB, SSIM, LPIPS %) of ``method`` over the better of ``against`` (by default Telea / Navier-Stokes;
+    ``EXEMPLAR`` for shift-map) in one summary cell: the highest PSNR and SSIM, the lowest LPIPS among them."""
+    reference = [cell[m] for m in against if m in cell and m != method]
+    if not reference or method not in cell:
         return None
     ours = cell[method]
-    best_lpips = min(c.get("lpips", math.nan) for c in classical)
+    best_lpips = min(c.get("lpips", math.nan) for c in reference)
     return (
-        ours["psnr"] - max(c["psnr"] for c in classical),
-        ours["ssim"] - max(c["ssim"] for c in classical),
+        ours["psnr"] - max(c["psnr"] for c in reference),
+        ours["ssim"] - max(c["ssim"] for c in reference),
         100 * (ours.get("lpips", math.nan) / best_lpips - 1),
     )
 
 
-def _margin(cell: dict, method: str) -> str:
-    values = margins(cell, method)
+def _margin(cell: dict, method: str, against: tuple[str, ...]) -> str:
+    values = margins(cell, method, against)
     return "" if values is None else f"{values[0]:+.2f} / {values[1]:+.4f} / {values[2]:+.1f} %"
 
 
-def write_results(rows: list[dict], summary: dict, output_dir: str | Path, table: str) -> None:
+def report(rows: list[dict]) -> tuple[dict, dict, str]:
+    """The summaries of ``rows`` by size class and by mask kind, and the Markdown report: both tables, then the
+    margins of every other method over the better of Telea / Navier-Stokes and of every non-classical method over
+    shift-map (each part only where its reference methods ran), per size class and per kind."""
+    by_size, by_kind = summarize(rows), summarize(rows, by="kind")
+    methods = list(by_size["all"]["all"])
+    parts = [
+        "PSNR (hole) / SSIM (hole box) / LPIPS (box <= 512 px) / seconds per fill, per size class:",
+        format_native_table(by_size),
+        "Per mask kind:",
+        format_native_table(by_kind, header="kind"),
+    ]
+    for against, name, shown in (
+        (DIFFUSION, "the better of Telea / Navier-Stokes", [m for m in methods if m not in DIFFUSION]),
+        (EXEMPLAR, "shift-map", [m for m in methods if m not in CLASSICAL]),
+    ):
+        if shown and any(m in methods for m in against):
+            parts.append(f"Margin over {name}: PSNR dB / SSIM / LPIPS %")
+            parts.append(format_margins(by_size, shown, against))
+            parts.append(format_margins(by_kind, shown, against, header="kind"))
+    return by_size, by_kind, "\n\n".join(parts)
+
+
+def write_results(
+    rows: list[dict], summary: dict, output_dir: str | Path, table: str, by_kind: dict | None = None
+) -> None:
+    """native_rows.csv, native_results.json (by size class), native_results_by_kind.json, native_table.md."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / "native_rows.csv", "w", newline="") as file:
@@ -293,6 +341,8 @@ def write_results(rows: list[dict], summary: dict, output_dir: str | Path, table
         writer.writeheader()
         writer.writerows(rows)
     (output_dir / "native_results.json").write_text(json.dumps(summary, indent=2))
+    if by_kind is not None:
+        (output_dir / "native_results_by_kind.json").write_text(json.dumps(by_kind, indent=2))
     (output_dir / "native_table.md").write_text(table + "\n")
 
 
@@ -341,9 +391,6 @@ def evaluate(
     else:
         cases = make_cases(photos, output_dir / "masks", masks_per_bucket=masks_per_bucket, seed=seed)
     rows = run_protocol(methods, cases, with_lpips=with_lpips)
-    summary = summarize(rows)
-    models = [name for name in methods if name not in ("Telea", "Navier-Stokes")]
-    table = format_native_table(summary) + "\n\nMargin over the better of Telea / Navier-Stokes: PSNR dB / SSIM / "
-    table += "LPIPS %\n\n" + format_margins(summary, models)
-    write_results(rows, summary, output_dir, table)
+    summary, by_kind, table = report(rows)
+    write_results(rows, summary, output_dir, table, by_kind)
     return summary, table

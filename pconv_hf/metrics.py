@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -193,7 +194,7 @@ def lpips(output: Tensor, target: Tensor, net: str = "alexnet") -> Tensor:
     return _lpips_module(net, output.device, feature_weights_dir())(output, target)
 
 
-def _cv2_inpaint(image: Tensor, valid_mask: Tensor, radius: float, flags: int) -> Tensor:
+def _check_model_fn_pair(image: Tensor, valid_mask: Tensor) -> None:
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"expected image of shape (N,3,H,W), got {tuple(image.shape)}")
     if (
@@ -204,12 +205,24 @@ def _cv2_inpaint(image: Tensor, valid_mask: Tensor, radius: float, flags: int) -
         raise ValueError(
             f"expected valid_mask of shape (N,1,H,W) matching image {tuple(image.shape)}, got {tuple(valid_mask.shape)}"
         )
+
+
+def _fill_each(
+    image: Tensor, valid_mask: Tensor, fill: Callable[[np.ndarray, np.ndarray], np.ndarray], workers: int = 1
+) -> Tensor:
+    """Run ``fill(photo (H,W,3) uint8, hole (H,W) bool) -> (H,W,3) uint8`` on every image of a batch, on up to
+    ``workers`` threads (OpenCV releases the GIL)."""
+    _check_model_fn_pair(image, valid_mask)
     # A pixel is valid only if all of its channels are.
     valid = valid_mask.amin(dim=1, keepdim=True) > 0.5
-    # cv2.inpaint needs 8-bit for 3-channel input.
+    # The OpenCV methods need 8-bit input for 3 channels.
     pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    holes = (~valid[:, 0]).to(torch.uint8).mul(255).cpu().numpy()
-    filled = np.stack([cv2.inpaint(p, h, radius, flags) for p, h in zip(pixels, holes, strict=True)])
+    holes = (~valid[:, 0]).cpu().numpy()
+    if workers > 1 and len(pixels) > 1:
+        with ThreadPoolExecutor(min(workers, len(pixels))) as pool:
+            filled = np.stack(list(pool.map(fill, pixels, holes)))
+    else:
+        filled = np.stack([fill(p, h) for p, h in zip(pixels, holes, strict=True)])
     inpainted = torch.from_numpy(filled).permute(0, 3, 1, 2).to(image.device, image.dtype) / 255
     # Keep valid pixels exact rather than 8-bit quantised.
     return torch.where(valid, image, inpainted)
@@ -217,12 +230,72 @@ def _cv2_inpaint(image: Tensor, valid_mask: Tensor, radius: float, flags: int) -
 
 def telea(image: Tensor, valid_mask: Tensor, *, radius: float = 3.0) -> Tensor:
     """OpenCV Telea inpainting as a ``model_fn``: (N,3,H,W) in [0,1], (N,1,H,W) valid mask -> (N,3,H,W)."""
-    return _cv2_inpaint(image, valid_mask, radius, cv2.INPAINT_TELEA)
+    return _fill_each(image, valid_mask, lambda p, h: cv2.inpaint(p, h.view(np.uint8) * 255, radius, cv2.INPAINT_TELEA))
 
 
 def navier_stokes(image: Tensor, valid_mask: Tensor, *, radius: float = 3.0) -> Tensor:
     """OpenCV Navier-Stokes inpainting as a ``model_fn``; same contract as ``telea``."""
-    return _cv2_inpaint(image, valid_mask, radius, cv2.INPAINT_NS)
+    return _fill_each(image, valid_mask, lambda p, h: cv2.inpaint(p, h.view(np.uint8) * 255, radius, cv2.INPAINT_NS))
+
+
+# cv2.xphoto's shift-map works on the photo shrunk to fit SHIFTMAP_WORK_SIZE (long side, short side) and copies the
+# chosen shifts back at full size; the graph cut over the hole's pixels at that size is what it costs.
+SHIFTMAP_WORK_SIZE = (800, 600)
+
+
+def shiftmap_fill(photo: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """OpenCV's exemplar-based shift-map fill (He & Sun 2012, ``cv2.xphoto.inpaint(..., INPAINT_SHIFTMAP)``).
+
+    Copies the photo's own pixels into the hole: a graph cut picks, for every hole pixel, one of the 60 most common
+    patch offsets. Deterministic. OpenCV works on the photo shrunk to fit 800x600 and copies the chosen offsets
+    back at full size, so the cost is bounded whatever the photo's size; it grows with the hole. CPU seconds
+    measured (2026-12-07, one thread): 3-17 for a 256-px image with 9-56 % irregular holes, 7 for 0.36 MP with a
+    3 % stroke, 20-32 for 16 MP with 3-23 % holes; Telea takes hundredths to a few seconds.
+
+    Args:
+        photo: (H, W, 3) uint8 RGB.
+        hole: (H, W) bool, True = pixel to fill.
+
+    Returns:
+        The photo with only the hole pixels replaced, (H, W, 3) uint8.
+    """
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise ValueError(f"expected an (H,W,3) uint8 photo, got {photo.shape} {photo.dtype}")
+    if hole.shape != photo.shape[:2]:
+        raise ValueError(f"expected an (H,W) hole of the photo's size {photo.shape[:2]}, got {hole.shape}")
+    hole = hole.astype(bool)
+    if not hole.any():
+        return photo.copy()
+    if hole.all():
+        raise ValueError("shift-map needs known pixels to copy from, got a hole covering the whole photo")
+    height, width = hole.shape
+    long_side, short_side = SHIFTMAP_WORK_SIZE
+    shrink = max(min(max(height, width) / long_side, min(height, width) / short_side), 1.0)
+    # OpenCV shrinks the mask by nearest neighbour, which can drop a stroke thinner than the shrink factor and
+    # leave it unfilled: grow the hole it is given by that much (only the true hole's pixels are kept).
+    grow = math.ceil(shrink) if shrink > 1 else 0
+    work_hole = cv2.dilate(hole.view(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).view(bool) if grow else hole
+    if work_hole.all():  # a hole that leaves only a thin frame: keep the frame as it is
+        work_hole = hole
+    # The source in CIELab as OpenCV expects; the pixels to replace are set to the mean known colour so that
+    # nothing of them reaches the fill (OpenCV keeps the full-size source where it copies back).
+    lab = cv2.cvtColor(photo, cv2.COLOR_RGB2Lab)
+    lab[work_hole] = lab[~work_hole].mean(axis=0).round().astype(np.uint8)
+    known = np.where(work_hole, 0, 255).astype(np.uint8)  # nonzero = known pixel there
+    result = np.empty_like(lab)
+    cv2.xphoto.inpaint(lab, known, result, cv2.xphoto.INPAINT_SHIFTMAP)
+    filled = photo.copy()
+    filled[hole] = cv2.cvtColor(result, cv2.COLOR_Lab2RGB)[hole]
+    return filled
+
+
+def shiftmap(image: Tensor, valid_mask: Tensor) -> Tensor:
+    """OpenCV's exemplar-based shift-map (:func:`shiftmap_fill`) as a ``model_fn``; same contract as ``telea``.
+
+    Single-threaded inside OpenCV and seconds per 256-px image, so the images of a batch are filled side by side
+    on ``torch.get_num_threads()`` threads.
+    """
+    return _fill_each(image, valid_mask, shiftmap_fill, workers=torch.get_num_threads())
 
 
 def _batches(samples: Iterable[tuple[Tensor, Tensor]], batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -1,12 +1,12 @@
 """Crops at 100 % zoom of fills at a photo's own size: the old default (crop windows at 256 px), the native
-strategy (the default) and OpenCV Telea, beside the original.
+strategy (the default), OpenCV Telea (diffusion) and OpenCV shift-map (exemplar), beside the original.
 
     python scripts/native_figure.py --photo data/photos-full/holdout/<photo>.jpg --out native-crops.png \
         [--kind stroke --bucket 0.01,0.05 --seed 3 --crop 480]
 
 One object-removal mask (``pconv_hf.masks.object_mask``) is drawn on the photo; the figure shows a ``--crop``-px
-square around the hole's centre, unscaled, in four panels: original with the hole outlined | crop 256 | native |
-Telea. Prints each fill's PSNR on the hole.
+square around the hole's centre, unscaled, in five panels: original with the hole outlined | crop 256 | native |
+Telea | shift-map. Prints each fill's PSNR on the hole.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pconv_hf
 from pconv_hf.evaluation_native import hole_metrics
 from pconv_hf.images import open_image
 from pconv_hf.masks import OBJECT_KINDS, object_mask
+from pconv_hf.metrics import shiftmap_fill
 
 
 def main() -> None:
@@ -44,6 +45,7 @@ def main() -> None:
         "crop 256 (old default)": np.asarray(model.inpaint(photo, mask, strategy="crop")),
         "native (default)": np.asarray(model.inpaint(photo, mask)),
         "OpenCV Telea": cv2.inpaint(photo, mask, 3, cv2.INPAINT_TELEA),
+        "OpenCV shift-map": shiftmap_fill(photo, hole),
     }
     for name, fill in fills.items():
         print(f"{name}: PSNR on the hole {hole_metrics(fill, photo, hole, with_lpips=False)['psnr']:.2f} dB")

@@ -11,11 +11,47 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.pconv_hf-installed
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+
+# OpenCV: pconv_hf needs the contrib wheel (cv2.xphoto's shift-map). Every OpenCV wheel ships the same cv2
+# package, so two of them side by side overwrite each other's files, and uninstalling one deletes files the other
+# needs: remove any other OpenCV distribution, then force-reinstall contrib. Done before installing the
+# requirements (an .venv made when pconv_hf used opencv-python-headless) and again after (a dependency pulling
+# one back in).
+opencv_spec=$(grep -o '"opencv-contrib-python-headless[^"]*"' pyproject.toml | tr -d '"')
+keep_one_opencv() {
+    local others
+    others=$(.venv/bin/python -c "import importlib.metadata as m
+for name in ('opencv-python-headless', 'opencv-python', 'opencv-contrib-python'):
+    try:
+        m.distribution(name)
+        print(name)
+    except m.PackageNotFoundError:
+        pass")
+    if [ -n "$others" ]; then
+        echo "== replacing $(echo $others) by $opencv_spec (they share the cv2 package)"
+        # Download first so that cv2 is missing only for the seconds between uninstall and install.
+        local wheels
+        wheels=$(mktemp -d)
+        .venv/bin/python -m pip download --quiet --no-deps -d "$wheels" "$opencv_spec"
+        # shellcheck disable=SC2086
+        .venv/bin/python -m pip uninstall --quiet -y $others
+        .venv/bin/python -m pip install --quiet --force-reinstall --no-deps --no-index --find-links "$wheels" \
+            "$opencv_spec"
+        rm -rf "$wheels"
+    fi
+}
+keep_one_opencv
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "== installing requirements (PyTorch is large: a few minutes the first time)"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -r requirements.txt
+    keep_one_opencv
     echo "$wanted" > "$stamp"
+fi
+if ! .venv/bin/python -c "import cv2; cv2.xphoto.inpaint" 2>/dev/null; then
+    echo "== cv2.xphoto is missing: run .venv/bin/python -m pip install --force-reinstall --no-deps \
+'$opencv_spec' and rerun" >&2
+    exit 1
 fi
 
 # ImageNet VGG16 / AlexNet features and the LPIPS heads (perceptual loss, LPIPS metric, anomaly features):

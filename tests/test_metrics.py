@@ -21,6 +21,8 @@ from pconv_hf.metrics import (
     lpips_available,
     navier_stokes,
     psnr,
+    shiftmap,
+    shiftmap_fill,
     ssim,
     telea,
 )
@@ -105,6 +107,64 @@ def test_opencv_baselines_fill_holes_and_keep_valid_pixels(astronaut, baseline) 
     gradient = torch.stack([x, y, (x + y) / 2])[None]
     filled = baseline(gradient * valid_mask, valid_mask)
     assert (filled - gradient).abs()[~valid].mean() < 0.03
+
+
+RED, BLUE = (200, 30, 40), (30, 60, 210)
+
+
+def checkerboard(height: int, width: int, cell: int = 3) -> np.ndarray:
+    """A red and blue checkerboard: a texture whose only colours are those two."""
+    rows, cols = np.arange(height) // cell, np.arange(width) // cell
+    odd = ((rows[:, None] + cols[None]) % 2).astype(bool)
+    return np.where(odd[..., None], np.array(RED, np.uint8), np.array(BLUE, np.uint8))
+
+
+def distance_to_red_or_blue(pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(int)
+    return np.minimum(np.abs(pixels - RED).max(-1), np.abs(pixels - BLUE).max(-1))
+
+
+def test_shiftmap_copies_the_photos_own_texture_into_the_hole_only() -> None:
+    photo = checkerboard(96, 128)
+    hole = np.zeros((96, 128), bool)
+    hole[30:62, 40:90] = True
+    given = photo.copy()
+    given[hole] = (255, 0, 255)  # what was there must not reach the fill
+    filled = shiftmap_fill(given, hole)
+    assert filled.dtype == np.uint8 and filled.shape == photo.shape
+    assert np.array_equal(filled[~hole], photo[~hole])
+    # Exemplar: every hole pixel is one of the photo's two colours (up to the CIELab round trip), where a
+    # diffusion fill blends them into purple.
+    assert distance_to_red_or_blue(filled[hole]).max() <= 4
+    smeared = cv2.inpaint(given, hole.view(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
+    assert (distance_to_red_or_blue(smeared[hole]) > 40).mean() > 0.5
+    assert np.array_equal(shiftmap_fill(given, hole), filled)  # deterministic
+    assert np.array_equal(shiftmap_fill(given, np.zeros_like(hole)), given)  # nothing to fill: unchanged
+    with pytest.raises(ValueError, match="whole photo"):
+        shiftmap_fill(given, np.ones_like(hole))
+    with pytest.raises(ValueError, match="hole of the photo's size"):
+        shiftmap_fill(given, hole[:, :100])
+
+
+def test_shiftmap_model_fn_keeps_valid_pixels_and_fills_each_image() -> None:
+    photos = torch.from_numpy(np.stack([checkerboard(64, 64), checkerboard(64, 64, cell=4)])).permute(0, 3, 1, 2)
+    image = photos.float() / 255
+    valid_mask = torch.ones(2, 1, 64, 64)
+    valid_mask[0, :, 10:30, 20:50] = 0
+    valid_mask[1, :, 35:60, 5:25] = 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the two images side by side
+    try:
+        output = shiftmap(image * valid_mask, valid_mask)
+    finally:
+        torch.set_num_threads(threads)
+    valid = valid_mask.bool().expand_as(image)
+    assert torch.equal(output[valid], image[valid])
+    pixels = (output * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i in range(2):
+        hole = valid_mask[i, 0].numpy() == 0
+        assert np.array_equal(pixels[i], shiftmap_fill(photos[i].permute(1, 2, 0).numpy(), hole))
+        assert distance_to_red_or_blue(pixels[i][hole]).max() <= 4
 
 
 def test_evaluate_buckets_counts_and_perfect_psnr() -> None:

@@ -1,6 +1,8 @@
 """The package as users install it: a wheel, outside the checkout, every console command working on its own."""
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -132,3 +134,29 @@ def test_inpaint_and_anomaly_scoring_need_no_training_extra(installed, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 5
+
+
+OPENCV_DISTRIBUTIONS = (
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+)
+
+
+def test_exactly_one_opencv_distribution_the_contrib_one_with_xphoto():
+    """Every OpenCV wheel ships the same cv2 package: two side by side overwrite each other's files, and removing
+    one breaks the other. pconv_hf depends on the headless contrib wheel (cv2.xphoto's shift-map) and nothing else."""
+    installed = []
+    for name in OPENCV_DISTRIBUTIONS:
+        try:
+            importlib.metadata.distribution(name)
+            installed.append(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    assert installed == ["opencv-contrib-python-headless"], "run bash scripts/setup.sh to keep only the contrib wheel"
+    requirements = [re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0] for r in importlib.metadata.requires("pconv_hf")]
+    assert [r for r in requirements if r.startswith("opencv")] == ["opencv-contrib-python-headless"]
+    import cv2
+
+    assert callable(cv2.xphoto.inpaint) and isinstance(cv2.xphoto.INPAINT_SHIFTMAP, int)
