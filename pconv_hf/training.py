@@ -11,7 +11,8 @@ or ``train(parse_args(defaults={...}))`` (``pconv-anomaly fit`` does this); the 
 Output layout:
 
     OUT/config.json, model.safetensors, README.md   the exported model (PConvUNet.from_pretrained(OUT))
-    OUT/checkpoint-{step}/                          accelerate state for --resume_from_checkpoint
+    OUT/checkpoint-{step}/                          accelerate state for --resume_from_checkpoint (written as
+                                                    OUT/.checkpoint-{step}.tmp/, renamed when complete)
     OUT/samples/step-{step}.png                     masked input | mask | output | composite | ground truth
     OUT/validation.jsonl, training_args.json, logs/ validation metrics per step, the arguments, tracker logs
 """
@@ -29,7 +30,9 @@ import re
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -40,6 +43,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from .data import (
@@ -50,8 +54,16 @@ from .data import (
     rank_stream,
 )
 from .defects import DefectPainter
+from .discriminator import PatchDiscriminator
 from .images import SKIP_REASONS
-from .losses import InpaintingLoss, LossWeights, make_feature_extractor, weighted_total
+from .losses import (
+    InpaintingLoss,
+    LossWeights,
+    adversarial_loss,
+    discriminator_loss,
+    make_feature_extractor,
+    weighted_total,
+)
 from .masks import fixed_masks, make_mask_source
 from .metrics import eval_samples, evaluate
 from .model import PConvUNet, add_boundary_blend, widen
@@ -85,9 +97,20 @@ def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+CHECKPOINT_MANIFEST = "checkpoint_manifest.json"  # written last: a checkpoint folder holding it is complete
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    """The ``checkpoint-{step}`` folders of ``output_dir``, complete or not, by step."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and _CHECKPOINT_NAME.fullmatch(p.name)]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    # Checkpoints are written into a staging folder and renamed when complete, manifest last; before that the
+    # folder was written in place and training_state.json came last.
+    return (checkpoint / CHECKPOINT_MANIFEST).is_file() or (checkpoint / "training_state.json").is_file()
 
 
 def _resolve_resume(config: TrainingConfig) -> Path | None:
@@ -95,14 +118,186 @@ def _resolve_resume(config: TrainingConfig) -> Path | None:
         return None
     if config.resume_from_checkpoint == "latest":
         found = _checkpoints(Path(config.output_dir))
-        if not found:
-            logger.warning(f"--resume_from_checkpoint latest: no checkpoint in {config.output_dir}; starting fresh")
+        complete = [p for p in found if _is_complete(p)]
+        for partial_folder in found[found.index(complete[-1]) + 1 if complete else 0 :]:
+            logger.warning(f"{partial_folder} is incomplete (a run stopped while writing it): not resuming from it")
+        if not complete:
+            logger.warning(
+                f"--resume_from_checkpoint latest: no complete checkpoint in {config.output_dir}; starting fresh"
+            )
             return None
-        return found[-1]
+        return complete[-1]
     path = Path(config.resume_from_checkpoint)
     if not path.is_dir():
         raise ValueError(f"--resume_from_checkpoint {str(path)!r} is not a checkpoint folder")
+    if not _is_complete(path):
+        raise ValueError(
+            f"--resume_from_checkpoint {str(path)!r} is incomplete (no {CHECKPOINT_MANIFEST} or training_state.json: "
+            "a run stopped while writing it); resume from an earlier checkpoint"
+        )
     return path
+
+
+def _file_digest(path: Path, sync: bool = False) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+        if sync:
+            os.fsync(file.fileno())  # on disk before the folder is renamed into place
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """Size and SHA-256 of every file of a finished checkpoint, so a damaged or truncated one is refused."""
+    files = {
+        file.name: {"bytes": file.stat().st_size, "sha256": _file_digest(file, sync=True)}
+        for file in sorted(folder.iterdir())
+        if file.is_file()
+    }
+    _write_json(folder / CHECKPOINT_MANIFEST, {"files": files})
+
+
+def _write_json(path: Path, data: object) -> None:
+    with open(path, "w") as file:
+        file.write(json.dumps(data, indent=1) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _verify_checkpoint(checkpoint: Path) -> None:
+    """Every file the manifest lists is there with its size and hash (no unpickling); a checkpoint from before the
+    manifest gets a structural check of its safetensors and zip (torch.save) files instead.
+
+    Raises:
+        ValueError: naming the first missing, truncated or damaged file.
+    """
+    manifest_path = checkpoint / CHECKPOINT_MANIFEST
+    if not manifest_path.is_file():
+        for file in sorted(checkpoint.iterdir()):
+            problem = _structure_problem(file)
+            if problem:
+                raise ValueError(f"{file} {problem}; resume from an earlier checkpoint")
+        return
+    manifest = _read_json_object(manifest_path)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        Path(name).name == name
+        and isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+        for name, entry in files.items()
+    ):
+        raise ValueError(f"{manifest_path}: 'files' must map file names to {{'bytes': int, 'sha256': str}}")
+    for name, entry in files.items():
+        file = checkpoint / name
+        if not file.is_file():
+            raise ValueError(f"{file} is missing; resume from an earlier checkpoint")
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            raise ValueError(
+                f"{file} is truncated or damaged ({size} bytes, the checkpoint recorded {entry['bytes']}); "
+                "resume from an earlier checkpoint"
+            )
+        if _file_digest(file) != entry["sha256"]:
+            raise ValueError(
+                f"{file} is damaged (its SHA-256 differs from the recorded one); use an earlier checkpoint"
+            )
+
+
+def _structure_problem(file: Path) -> str | None:
+    """Why a checkpoint file written before manifests is unreadable (truncated, most often), or None."""
+    size = file.stat().st_size
+    if file.suffix == ".safetensors":
+        with open(file, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little") if size >= 8 else -1
+            header = handle.read(length) if 0 <= length <= size - 8 else b""
+        try:
+            entries = json.loads(header)
+            end = max((v["data_offsets"][1] for k, v in entries.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError):
+            return "is truncated or damaged (its safetensors header is unreadable)"
+        expected = 8 + length + end
+        return None if size == expected else f"is truncated or damaged ({size} bytes, its header says {expected})"
+    if file.suffix in (".bin", ".pkl", ".pt"):
+        # torch.save writes zip archives: a truncated one has no central directory, a damaged one fails its CRCs.
+        try:
+            with zipfile.ZipFile(file) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return "is truncated or damaged (not a complete torch.save archive)"
+        return None if bad is None else f"is damaged ({bad} fails its checksum)"
+    return None
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Rename the finished ``staging`` folder to ``target``, moving an older ``target`` aside first."""
+    aside = target.with_name(f".{target.name}.replaced")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if target.exists():
+        os.rename(target, aside)
+    os.rename(staging, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself on disk
+    finally:
+        os.close(directory)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def _prune_checkpoints(output_dir: Path, keep: Path, limit: int | None) -> None:
+    """With a limit, keep the newest ``limit`` complete checkpoints (``keep`` among them) and drop incomplete ones."""
+    if not limit:
+        return
+    others = [p for p in _checkpoints(output_dir) if p != keep]
+    incomplete = [p for p in others if not _is_complete(p)]
+    complete = [p for p in others if _is_complete(p)]
+    for old in incomplete + complete[: max(len(complete) + 1 - limit, 0)]:
+        shutil.rmtree(old)
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from a checkpoint file; ValueError naming the file when it is missing, broken or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing; resume from an earlier checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); resume from an earlier checkpoint") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _json_int(path: Path, data: dict, key: str, minimum: int = 0, where: str = "") -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{path}: {where}{key!r} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _read_data_state(path: Path) -> dict:
+    """A rank's data position (``data_state_rank{R}.json``), every key checked (ValueError naming file and key)."""
+    state = _read_json_object(path)
+    for key, minimum in (("world_size", 1), ("num_workers", 1), ("batches", 0)):
+        _json_int(path, state, key, minimum)
+    workers = state.get("workers")
+    if not isinstance(workers, dict):
+        raise ValueError(f"{path}: 'workers' must be an object, got {workers!r}")
+    for worker, position in workers.items():
+        if not worker.isdigit() or not isinstance(position, dict):
+            raise ValueError(f"{path}: 'workers' must map worker numbers to positions, got {worker!r}: {position!r}")
+        for key in ("epoch", "next_position"):
+            _json_int(path, position, key, 0, where=f"workers.{worker}.")
+    skipped = state.get("skipped")
+    if not isinstance(skipped, dict) or not all(
+        isinstance(ids, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ids.items())
+        for ids in skipped.values()
+    ):
+        raise ValueError(f"{path}: 'skipped' must map skip reasons to {{image id: message}} objects")
+    return state
 
 
 def _state_hash(model: torch.nn.Module) -> str:
@@ -128,17 +323,29 @@ def training_summary(args: TrainingConfig, step: int) -> str:
     weights = {
         "valid": args.lambda_valid, "hole": args.lambda_hole, "boundary": args.lambda_boundary,
         "perceptual": args.lambda_perceptual, "style": args.lambda_style, "tv": args.lambda_tv,
-        "ssim": args.lambda_ssim, "hole_mse": args.lambda_hole_mse,
+        "ssim": args.lambda_ssim, "hole_mse": args.lambda_hole_mse, "adversarial": args.lambda_adversarial,
+        "feature_matching": args.lambda_feature_matching,
     }  # fmt: skip
     if args.perceptual_network == "none":
         weights.pop("perceptual"), weights.pop("style")
     terms = ", ".join(f"{name} {value:g}" for name, value in weights.items() if value)
     start = f", starting from `{args.init_from}`" if args.init_from else ""
     features = "" if args.perceptual_network == "none" else f" ({args.perceptual_network}, {args.perceptual_weights})"
+    adversarial = ""
+    if args.adversarial:
+        regularizer = "spectral norm" if args.discriminator_spectral_norm else ""
+        if args.discriminator_r1_weight:
+            regularizer += f"{', ' if regularizer else ''}R1 {args.discriminator_r1_weight:g}"
+        adversarial = (
+            f" Adversarial term from step {args.adversarial_start_step:,}: a PatchGAN discriminator "
+            f"({args.discriminator_layers} stride-2 layers, base {args.discriminator_channels}, "
+            f"{regularizer or 'unregularised'}, learning rate {args.discriminator_learning_rate:g}) judging the "
+            "composite's hole patches."
+        )
     return (
         f"{step:,} steps of `train_accelerate.py` on `{args.train_data}`{start}, {args.resolution} px crops "
         f"({args.train_transform}), batch {args.train_batch_size}, learning rate {args.learning_rate:g} "
-        f"({args.lr_scheduler}). Loss weights: {terms}{features}. All arguments: `training_args.json`."
+        f"({args.lr_scheduler}). Loss weights: {terms}{features}.{adversarial} All arguments: `training_args.json`."
     )
 
 
@@ -167,6 +374,9 @@ class TrainingRun:
     position: DataPosition
     validation: list  # fixed (image, valid mask) samples, on the main process only
     memory_format: torch.memory_format
+    # With --lambda_adversarial: the discriminator (prepared by accelerate) and its optimizer.
+    discriminator: torch.nn.Module | None = None
+    discriminator_optimizer: torch.optim.Optimizer | None = None
     global_step: int = 0
     last_validation: int = -1  # the step last validated / checkpointed, so the end does not repeat it
     last_checkpoint: int = -1
@@ -192,6 +402,7 @@ class StepResult:
     finite: bool
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
+    discriminator_terms: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def build_loss(config: TrainingConfig, device: torch.device) -> tuple[InpaintingLoss, LossWeights]:
@@ -312,15 +523,82 @@ def _place_model(config: TrainingConfig, model: PConvUNet, accelerator: Accelera
     model = model.to(memory_format=_memory_format(config)).train()
     if config.finetune:
         model.freeze_encoder_bn()
+    if config.freeze_bn:
+        if not config.init_from:
+            logger.warning("--freeze_bn on a fresh model: its BatchNorm layers stay the identity")
+        _freeze_batchnorm(model)
     if config.sync_batchnorm and world_size > 1 and accelerator.device.type == "cpu":
         raise ValueError("--sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU implementation)")
-    if config.sync_batchnorm and world_size > 1:
+    if config.sync_batchnorm and world_size > 1 and not config.freeze_bn:
         # A frozen encoder BN needs no synchronisation, and freeze_encoder_bn only knows nn.BatchNorm2d.
         if config.finetune:
             model.decoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.decoder)
         else:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+def _use_running_statistics(module: torch.nn.Module, _inputs: tuple) -> None:
+    module.train(False)
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    """--freeze_bn: every BatchNorm layer normalises with its running statistics and keeps its affine parameters.
+    A forward pre-hook, because ``model.train()`` (after every validation) would switch the layers back."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.requires_grad_(False)
+            module.register_forward_pre_hook(_use_running_statistics)
+
+
+def _check_output_dir(config: TrainingConfig) -> None:
+    """--output_dir must be a folder or not exist yet (nor any file stand where one of its parents should be)."""
+    output_dir = Path(config.output_dir)
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == output_dir else f"cannot be made: {folder} is a file"
+                raise ValueError(f"--output_dir {str(output_dir)!r} {what}, not a folder")
+            return
+
+
+def _check_batch_norm_batch(config: TrainingConfig, world_size: int) -> None:
+    # BatchNorm over one image normalises with that image's own statistics (at a 1x1 level it cannot at all), and
+    # its running statistics, used at inference, become an average of single-image ones.
+    if config.train_batch_size == 1 and not config.freeze_bn and not (config.sync_batchnorm and world_size > 1):
+        raise ValueError(
+            "--train_batch_size 1 trains BatchNorm on one image's statistics: give --freeze_bn (every BatchNorm "
+            "frozen; for a trained --init_from model) or --train_batch_size 2 or more"
+        )
+
+
+def _build_discriminator(
+    config: TrainingConfig, accelerator: Accelerator
+) -> tuple[PatchDiscriminator | None, torch.optim.Optimizer | None]:
+    """The discriminator and its optimizer for --lambda_adversarial, or (None, None)."""
+    if not config.adversarial:
+        return None, None
+    if accelerator.mixed_precision == "fp16":
+        raise ValueError(
+            "--lambda_adversarial with --mixed_precision fp16 is not supported (two optimizers under one gradient "
+            "scaler): use bf16 or no"
+        )
+    # Its own seeded generator: the generator's initialisation and every later draw stay those of a run without it.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 1)
+        discriminator = PatchDiscriminator(
+            base_channels=config.discriminator_channels,
+            num_layers=config.discriminator_layers,
+            spectral_normalization=config.discriminator_spectral_norm,
+        )
+    discriminator = discriminator.to(memory_format=_memory_format(config)).train()
+    optimizer = torch.optim.AdamW(
+        discriminator.parameters(),
+        lr=config.discriminator_learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=0.0,
+    )
+    return discriminator, optimizer
 
 
 def _load_validation(config: TrainingConfig, accelerator: Accelerator) -> list:
@@ -343,9 +621,12 @@ def _load_validation(config: TrainingConfig, accelerator: Accelerator) -> list:
 
 def setup(config: TrainingConfig) -> TrainingRun:
     """Accelerator, loss, model, optimizer, data and validation set, in the order that keeps runs reproducible."""
+    _check_output_dir(config)
     accelerator = _make_accelerator(config)
+    _check_batch_norm_batch(config, accelerator.num_processes)
     # 1. Loss first: a missing ImageNet checkpoint stops the run before any data or model work.
     loss_fn, weights = build_loss(config, accelerator.device)
+    discriminator, discriminator_optimizer = _build_discriminator(config, accelerator)
     # 2. Model: fresh, or weights (and architecture) from --init_from.
     set_seed(config.seed)
     model = _place_model(config, build_model(config), accelerator)
@@ -365,7 +646,12 @@ def setup(config: TrainingConfig) -> TrainingRun:
     position = DataPosition(config.dataloader_num_workers)
     validation = _load_validation(config, accelerator)
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if discriminator is None:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:  # saved as model_1.safetensors and optimizer_1.bin beside the generator's
+        model, optimizer, discriminator, discriminator_optimizer = accelerator.prepare(
+            model, optimizer, discriminator, discriminator_optimizer
+        )
     accelerator.register_for_checkpointing(lr_scheduler)
     return TrainingRun(
         config=config,
@@ -380,22 +666,39 @@ def setup(config: TrainingConfig) -> TrainingRun:
         position=position,
         validation=validation,
         memory_format=_memory_format(config),
+        discriminator=discriminator,
+        discriminator_optimizer=discriminator_optimizer,
     )
 
 
 def resume(run: TrainingRun) -> None:
-    """Continue from ``--resume_from_checkpoint``: accelerate restores model, optimizer, scheduler and RNG; the step
-    and the data position are ours."""
+    """Continue from ``--resume_from_checkpoint``: accelerate restores model, optimizer, scheduler, RNG (and the
+    discriminator); the step and the data position are ours. Every file is checked before anything is loaded."""
     resume_from = _resolve_resume(run.config)
     if resume_from is None:
         return
-    run.accelerator.load_state(str(resume_from))
-    run.global_step = json.loads((resume_from / "training_state.json").read_text())["global_step"]
+    _verify_checkpoint(resume_from)
+    global_step = _json_int(
+        resume_from / "training_state.json", _read_json_object(resume_from / "training_state.json"), "global_step"
+    )
     data_file = resume_from / f"data_state_rank{run.rank}.json"
+    data_state = _read_data_state(data_file) if data_file.is_file() else None
+    _check_discriminator_state(run, resume_from)
+    if not (resume_from / f"random_states_{run.rank}.pkl").is_file():
+        logger.warning(
+            f"{resume_from} has no random state for process {run.rank} (saved with another number of processes): "
+            "this run will not match an uninterrupted one",
+            main_process_only=False,
+        )
+    try:
+        run.accelerator.load_state(str(resume_from))
+    except (RuntimeError, ValueError, KeyError, OSError, EOFError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{resume_from} does not fit this run: {first_line}") from None
+    run.global_step = global_step
     restored = False
-    if data_file.is_file():
-        data_state = json.loads(data_file.read_text())
-        restored = data_state.get("world_size") == run.world_size and run.stream.load_resume_state(
+    if data_state is not None:
+        restored = data_state["world_size"] == run.world_size and run.stream.load_resume_state(
             data_state, run.config.dataloader_num_workers
         )
         if restored:
@@ -407,6 +710,17 @@ def resume(run: TrainingRun) -> None:
             main_process_only=False,
         )
     logger.info(f"resumed from {resume_from} at step {run.global_step}")
+
+
+def _check_discriminator_state(run: TrainingRun, checkpoint: Path) -> None:
+    saved = (checkpoint / "model_1.safetensors").is_file() or (checkpoint / "pytorch_model_1.bin").is_file()
+    if run.discriminator is not None and not saved:
+        raise ValueError(
+            f"{checkpoint} holds no discriminator (saved without --lambda_adversarial): to add the adversarial term, "
+            f"start from its model with --init_from {checkpoint.parent} instead of resuming"
+        )
+    if run.discriminator is None and saved:
+        logger.warning(f"{checkpoint} holds a discriminator; this run has no --lambda_adversarial, so it is left out")
 
 
 def open_logs(run: TrainingRun) -> None:
@@ -428,10 +742,12 @@ def _to_device(run: TrainingRun, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(run: TrainingRun, batches: Iterator[dict]) -> StepResult:
-    """One optimizer update of ``gradient_accumulation_steps`` micro-batches; skipped (``finite=False``) when the
-    loss or gradient is not finite. Does not advance ``run.global_step``."""
+    """One optimizer update of ``gradient_accumulation_steps`` micro-batches (of the discriminator too, with
+    --lambda_adversarial); skipped (``finite=False``) when a loss or gradient is not finite. Does not advance
+    ``run.global_step``."""
     config, accelerator, model = run.config, run.accelerator, run.model
     step_weights = loss_weights_at(run.global_step, run.weights, config.lambda_style_initial, config.style_warmup_steps)
+    trained = [model] if run.discriminator is None else [model, run.discriminator]
     finite_update = True
     for _ in range(config.gradient_accumulation_steps):
         batch = next(batches)
@@ -444,15 +760,19 @@ def train_step(run: TrainingRun, batches: Iterator[dict]) -> StepResult:
         valid_mask = _to_device(run, batch["valid_mask"])
         # With --synthetic_defects the model sees defected inputs; the loss still compares with the clean image.
         model_input = _to_device(run, batch["input"]) if "input" in batch else image
-        with accelerator.accumulate(model):
+        with accelerator.accumulate(*trained):
             with accelerator.autocast():
                 output = model(model_input * valid_mask, valid_mask)
                 terms = run.loss_fn(image, valid_mask, output.float())
+                discriminator_terms = _adversarial_terms(run, image, valid_mask, output.float(), terms)
                 loss = weighted_total(terms, step_weights)
+                # The two losses share no parameters (the generator's sees the discriminator frozen, the
+                # discriminator's a detached composite), so one backward pass serves both.
+                total = loss + _discriminator_total(run, discriminator_terms)
             # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
-            finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min() > 0
+            finite = accelerator.gather(torch.isfinite(total.detach()).float().reshape(1)).min() > 0
             if finite:
-                accelerator.backward(loss)
+                accelerator.backward(total)
             else:
                 finite_update = False
             if accelerator.sync_gradients:
@@ -461,10 +781,57 @@ def train_step(run: TrainingRun, batches: Iterator[dict]) -> StepResult:
                     # Under fp16 the gradient scaler must see the overflow to lower its scale; it skips the
                     # step itself (optimizer.step_was_skipped).
                     finite_update = accelerator.scaler is not None or bool(torch.isfinite(grad_norm))
-                if finite_update:
-                    run.optimizer.step()
-                run.optimizer.zero_grad(set_to_none=True)
-    return StepResult(finite=finite_update and not run.optimizer.step_was_skipped, loss=loss, terms=terms)
+                    if finite_update and run.discriminator is not None:
+                        grad_norm = accelerator.clip_grad_norm_(run.discriminator.parameters(), config.max_grad_norm)
+                        finite_update = bool(torch.isfinite(grad_norm))
+                optimizers = [run.optimizer] + [o for o in (run.discriminator_optimizer,) if o is not None]
+                for optimizer in optimizers:
+                    if finite_update:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+    return StepResult(
+        finite=finite_update and not run.optimizer.step_was_skipped,
+        loss=loss,
+        terms=terms,
+        discriminator_terms=discriminator_terms,
+    )
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """No parameter gradients for ``module`` in the graph built inside (the input still gets its gradient)."""
+    was = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, requires_grad in zip(module.parameters(), was, strict=True):
+            parameter.requires_grad_(requires_grad)
+
+
+def _adversarial_terms(
+    run: TrainingRun, image: torch.Tensor, valid_mask: torch.Tensor, output: torch.Tensor, terms: dict
+) -> dict[str, torch.Tensor]:
+    """With --lambda_adversarial: the discriminator's terms (returned), and from --adversarial_start_step the
+    generator's adversarial and feature-matching terms (added to ``terms``)."""
+    if run.discriminator is None:
+        return {}
+    config = run.config
+    discriminator_terms, real_features = discriminator_loss(
+        run.discriminator, image, valid_mask, output, r1=config.discriminator_r1_weight > 0
+    )
+    if run.global_step >= config.adversarial_start_step:
+        # The unwrapped module: under DDP this forward must not join the discriminator's gradient reduction.
+        discriminator = run.accelerator.unwrap_model(run.discriminator)
+        with _frozen(discriminator):
+            terms.update(adversarial_loss(discriminator, image, valid_mask, output, real_features))
+    return discriminator_terms
+
+
+def _discriminator_total(run: TrainingRun, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+    if not terms:
+        return 0.0
+    return terms["real"] + terms["fake"] + run.config.discriminator_r1_weight * terms.get("r1", 0.0)
 
 
 def _sync_buffers(run: TrainingRun) -> None:
@@ -501,22 +868,30 @@ def validate(run: TrainingRun, step: int) -> None:
 
 
 def save_checkpoint(run: TrainingRun, step: int) -> None:
-    """accelerate state + this rank's data position in OUT/checkpoint-{step}, old ones pruned; the model exported."""
+    """accelerate state + this rank's data position in OUT/checkpoint-{step}; the model exported; old checkpoints
+    pruned. Written into the staging folder OUT/.checkpoint-{step}.tmp and renamed when complete (manifest last),
+    so a run killed at any moment leaves its previous checkpoints whole and ``latest`` finds the newest complete one.
+    """
     config, accelerator, output_dir = run.config, run.accelerator, run.output_dir
     target = output_dir / f"checkpoint-{step}"
+    staging = output_dir / f".checkpoint-{step}.tmp"
     run.last_checkpoint = step
     _sync_buffers(run)
-    if accelerator.is_main_process and config.checkpoints_total_limit:
-        existing = [p for p in _checkpoints(output_dir) if p != target]
-        for old in existing[: max(len(existing) + 1 - config.checkpoints_total_limit, 0)]:
-            shutil.rmtree(old)
+    if accelerator.is_main_process:
+        # What a killed run left behind: staging folders and export folders.
+        for stale in [*output_dir.glob(".checkpoint-*.tmp"), *output_dir.glob(".export-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(target))
-    (target / f"data_state_rank{run.rank}.json").write_text(
+    accelerator.save_state(str(staging))
+    (staging / f"data_state_rank{run.rank}.json").write_text(
         json.dumps({"world_size": run.world_size, **run.position.state_dict()}) + "\n"
     )
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (target / "training_state.json").write_text(json.dumps({"global_step": step}) + "\n")
+        _write_json(staging / "training_state.json", {"global_step": step})
+        _write_manifest(staging)
+        _replace_folder(staging, target)
+        _prune_checkpoints(output_dir, target, config.checkpoints_total_limit)
         export_model(run.unwrapped, output_dir, config, step)
         logger.info(f"step {step}: saved {target} and exported the model to {output_dir}")
     accelerator.wait_for_everyone()
@@ -571,6 +946,7 @@ def _loop(run: TrainingRun) -> dict[str, float]:
         rate = images_per_update / max(time.perf_counter() - started, 1e-9)
         images_per_second = rate if images_per_second is None else 0.9 * images_per_second + 0.1 * rate
         logs = {f"loss/{name}": value.item() for name, value in result.terms.items()}
+        logs.update({f"discriminator/{name}": value.item() for name, value in result.discriminator_terms.items()})
         logs.update(
             {"loss/total": result.loss.item(), "lr": run.lr_scheduler.get_last_lr()[0], "images_per_second": rate}
         )

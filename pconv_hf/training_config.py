@@ -26,7 +26,12 @@ _FLAG_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 # Settings that count something and must be at least 1.
 _POSITIVE = (
     "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps", "validation_steps",
-    "num_validation_images", "max_skipped_steps", "resolution",
+    "num_validation_images", "max_skipped_steps", "resolution", "discriminator_channels", "discriminator_layers",
+)  # fmt: skip
+# Weights and rates that must not be negative.
+_NON_NEGATIVE = (
+    "lambda_adversarial", "lambda_feature_matching", "adversarial_start_step", "discriminator_learning_rate",
+    "discriminator_r1_weight",
 )  # fmt: skip
 # Settings that are a share of the training crops or images.
 _SHARES = ("synthetic_defects", "grayscale_augmentation", "native_crops")
@@ -159,6 +164,13 @@ class TrainingConfig:
         help="Paper's phase 2: freeze encoder BatchNorm; "
         f"learning rate {PAPER_FINETUNE_LEARNING_RATE} unless --learning_rate is given.",
     )
+    freeze_bn: bool = _setting(
+        False,
+        group="model",
+        help="Freeze every BatchNorm layer (running statistics and affine parameters, as at inference): what "
+        "--train_batch_size 1 needs, since one image's statistics are not the data's. For a trained model "
+        "(--init_from).",
+    )
     channels_last: bool = _setting(
         False,
         group="model",
@@ -256,6 +268,43 @@ class TrainingConfig:
     )
     style_warmup_steps: int = _setting(0, group="loss", help="Updates using --lambda_style_initial.")
 
+    # adversarial term (not in the paper; LaMa's recipe), off by default
+    lambda_adversarial: float = _setting(
+        _PAPER.adversarial,
+        group="adversarial",
+        help="Weight of the non-saturating adversarial loss of a PatchGAN discriminator judging the composite's hole "
+        "patches (pconv_hf.discriminator; the gradient reaches the output only at hole pixels). 0 = off (the "
+        "paper): no discriminator is built.",
+    )
+    lambda_feature_matching: float = _setting(
+        _PAPER.feature_matching,
+        group="adversarial",
+        help="Weight of the L1 distance between the discriminator's features of the composite and of the real image "
+        "(feature matching, as in LaMa); needs --lambda_adversarial > 0.",
+    )
+    adversarial_start_step: int = _setting(
+        0,
+        group="adversarial",
+        help="The generator gets the adversarial and feature-matching terms from this update on; the discriminator "
+        "trains from the first update, so it has caught up with a pretrained generator by then.",
+    )
+    discriminator_learning_rate: float = _setting(
+        1e-4, group="adversarial", help="Adam learning rate of the discriminator (constant)."
+    )
+    discriminator_r1_weight: float = _setting(
+        0.001,
+        group="adversarial",
+        help="Weight of the R1 penalty (squared gradient norm of the discriminator on real images, per image); 0 = "
+        "off (then use --discriminator_spectral_norm).",
+    )
+    discriminator_spectral_norm: bool = _setting(
+        False, group="adversarial", help="Spectral normalisation on every discriminator convolution."
+    )
+    discriminator_channels: int = _setting(64, group="adversarial", help="Width of the discriminator's first layer.")
+    discriminator_layers: int = _setting(
+        3, group="adversarial", help="Stride-2 discriminator layers (3: 70 px patches; 4: 142 px)."
+    )
+
     # output
     output_dir: str = _setting(group="output", help="Export, checkpoints, samples and logs go here.")
     checkpointing_steps: int = _setting(500, group="output", help="Save state and export every N updates.")
@@ -306,6 +355,14 @@ class TrainingConfig:
         for name in _SHARES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be a share in [0, 1], got {getattr(self, name)}")
+        for name in _NON_NEGATIVE:
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.lambda_feature_matching > 0 and self.lambda_adversarial == 0:
+            raise ValueError(
+                f"--lambda_feature_matching {self.lambda_feature_matching} needs --lambda_adversarial > 0 (the "
+                "discriminator is trained only with the adversarial term)"
+            )
         if self.learning_rate is None:
             self.learning_rate = PAPER_FINETUNE_LEARNING_RATE if self.finetune else PAPER_LEARNING_RATE
 
@@ -323,6 +380,11 @@ class TrainingConfig:
         if missing:
             raise ValueError(f"missing training settings: {missing}")
         return cls(**values)
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether the run trains a discriminator (``--lambda_adversarial`` > 0)."""
+        return self.lambda_adversarial > 0
 
     def to_dict(self) -> dict[str, Any]:
         """The settings by name, in flag order (what ``training_args.json`` holds)."""

@@ -5,12 +5,16 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from pconv_hf.discriminator import PatchDiscriminator
 from pconv_hf.feature_weights import feature_weights_path
 from pconv_hf.losses import (
     FeatureExtractor,
     InpaintingLoss,
     LossWeights,
+    adversarial_loss,
+    discriminator_loss,
     gram_matrix,
+    hole_patches,
     make_feature_extractor,
     total_variation,
     weighted_total,
@@ -35,6 +39,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_loss_weights_are_papers_defaults() -> None:
     assert LossWeights() == LossWeights(valid=1.0, hole=6.0, perceptual=0.05, style=120.0, tv=0.1)
     assert LossWeights().boundary == LossWeights().ssim == LossWeights().hole_mse == 0.0  # not in the paper: off
+    assert LossWeights().adversarial == LossWeights().feature_matching == 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         LossWeights().hole = 1.0  # type: ignore[misc]
 
@@ -258,3 +263,95 @@ def test_feature_layers_are_torchvisions_features(network, total):
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(prefix, whole) if isinstance(a, torch.nn.Conv2d))
     with pytest.raises(ValueError, match=f"count must be in \\[1, {total}\\].*got {total + 1}"):
         build(total + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The adversarial term: PatchGAN discriminator, its losses, and where the generator's gradient goes
+
+
+@pytest.fixture
+def discriminator() -> PatchDiscriminator:
+    torch.manual_seed(0)
+    return PatchDiscriminator(base_channels=8, num_layers=3)
+
+
+@pytest.mark.parametrize(("size", "layers", "logits_side"), [(32, 3, 7), (64, 3, 11), (64, 2, 19), (256, 3, 35)])
+def test_discriminator_shapes(size, layers, logits_side) -> None:
+    model = PatchDiscriminator(base_channels=4, num_layers=layers)
+    logits, features = model(torch.rand(2, 3, size, size))
+    assert logits.shape == (2, 1, logits_side, logits_side)
+    assert [f.shape[1] for f in features] == [4 * min(2**i, 8) for i in range(layers + 1)]
+    assert all(f.shape[0] == 2 for f in features)
+    with pytest.raises(ValueError, match="num_layers must be an int >= 1, got 0"):
+        PatchDiscriminator(num_layers=0)
+    with pytest.raises(ValueError, match="expected an image batch of shape"):
+        model(torch.rand(3, size, size))
+
+
+def test_spectral_norm_discriminator_is_1_lipschitz_per_layer() -> None:
+    model = PatchDiscriminator(base_channels=4, spectral_normalization=True)
+    for _ in range(20):  # power iterations converge during training forwards
+        model(torch.rand(1, 3, 32, 32))
+    conv = model.blocks[1][0]
+    assert hasattr(conv, "parametrizations")
+    singular = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+    assert 0.9 < singular < 1.1
+
+
+def test_hole_patches_marks_cells_covering_a_hole() -> None:
+    valid_mask = torch.ones(1, 1, 32, 32)
+    valid_mask[..., 0, 0] = 0  # one hole pixel in the corner
+    cells = hole_patches(valid_mask, (4, 4))
+    assert cells.shape == (1, 1, 4, 4) and cells[0, 0, 0, 0] == 1 and cells.sum() == 1
+
+
+def test_adversarial_gradient_reaches_the_output_only_in_the_hole(batch, discriminator) -> None:
+    gt, valid_mask, output = batch
+    output = output.clone().requires_grad_(True)
+    _, real_features = discriminator_loss(discriminator, gt, valid_mask, output.detach(), r1=False)
+    terms = adversarial_loss(discriminator, gt, valid_mask, output, real_features)
+    assert set(terms) == {"adversarial", "feature_matching"}
+    assert all(t.ndim == 0 and torch.isfinite(t) and t > 0 for t in terms.values())
+    (terms["adversarial"] + terms["feature_matching"]).backward()
+    hole = (valid_mask == 0).expand_as(output)
+    assert torch.count_nonzero(output.grad[~hole]) == 0  # known pixels come from the photo: no gradient
+    assert torch.count_nonzero(output.grad[hole]) > 0.9 * hole.sum()
+    # Ground truth in the hole: the composite is the real image, so feature matching is exactly 0.
+    assert adversarial_loss(discriminator, gt, valid_mask, gt, real_features)["feature_matching"] == 0
+
+
+def test_discriminator_loss_trains_the_discriminator_not_the_generator(batch, discriminator) -> None:
+    gt, valid_mask, output = batch
+    output = output.clone().requires_grad_(True)
+    terms, real_features = discriminator_loss(discriminator, gt, valid_mask, output, r1=True)
+    assert set(terms) == {"real", "fake", "r1"}
+    assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values()) and terms["r1"] > 0
+    assert len(real_features) == 4 and not any(f.requires_grad for f in real_features)
+    (terms["real"] + terms["fake"] + terms["r1"]).backward()
+    assert output.grad is None  # the composite is detached
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in discriminator.parameters())
+    # The R1 term is the squared gradient norm of the real logits, per image, averaged.
+    real = gt.clone().requires_grad_(True)
+    logits, _ = discriminator(real)
+    (gradient,) = torch.autograd.grad(logits.sum(), real)
+    torch.testing.assert_close(terms["r1"].detach(), gradient.square().sum(dim=(1, 2, 3)).mean(), rtol=1e-4, atol=0)
+
+
+def test_discriminator_loss_ignores_patches_without_a_hole(discriminator) -> None:
+    gt = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    valid_mask = torch.ones(1, 1, 64, 64)
+    valid_mask[..., 40:, 40:] = 0
+    output = torch.rand_like(gt)
+    changed = output.clone()
+    changed[..., :40, :40] = 0  # outside the hole: not part of the composite
+    first, _ = discriminator_loss(discriminator, gt, valid_mask, output, r1=False)
+    second, _ = discriminator_loss(discriminator, gt, valid_mask, changed, r1=False)
+    assert torch.equal(first["fake"], second["fake"])
+    no_hole, _ = discriminator_loss(discriminator, gt, torch.ones_like(valid_mask), output, r1=False)
+    assert no_hole["fake"] == 0
+
+
+def test_weighted_total_includes_the_adversarial_terms() -> None:
+    terms = {"hole": torch.tensor(1.0), "adversarial": torch.tensor(2.0), "feature_matching": torch.tensor(3.0)}
+    assert weighted_total(terms, LossWeights()) == 6.0  # both off by default
+    assert weighted_total(terms, LossWeights(adversarial=0.5, feature_matching=2.0)) == 6.0 + 1.0 + 6.0

@@ -227,6 +227,130 @@ def test_resume_matches_uninterrupted_run(photo_dir, tmp_path, workers, accumula
     assert state["batches"] == 6 * accumulation
 
 
+ADVERSARIAL = [
+    "--lambda_adversarial",
+    "0.1",
+    "--lambda_feature_matching",
+    "1",
+    "--adversarial_start_step",
+    "1",
+    "--discriminator_channels",
+    "8",
+]
+
+
+def test_adversarial_run_checkpoints_and_resumes_the_discriminator_exactly(photo_dir, tmp_path):
+    common = [
+        "--train_data",
+        str(photo_dir),
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "100",
+        "--perceptual_network",
+        "none",
+        *ADVERSARIAL,
+    ]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = train(*common, "--output_dir", str(straight), "--max_train_steps", "4")
+    train(*common, "--output_dir", str(resumed), "--max_train_steps", "2")
+    train(*common, "--output_dir", str(resumed), "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+
+    logs = result["last_logs"]
+    assert {"loss/adversarial", "loss/feature_matching", "discriminator/real", "discriminator/r1"} <= set(logs)
+    checkpoint = straight / "checkpoint-4"
+    assert {"model_1.safetensors", "optimizer_1.bin", "checkpoint_manifest.json"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+    # The discriminator learned (its weights moved) and the resumed run ends where the straight one does: generator
+    # and discriminator, so the discriminator's weights and its optimizer state were restored.
+    first = load_file(str(straight / "checkpoint-2" / "model_1.safetensors"))
+    for name in ("model.safetensors", "model_1.safetensors"):
+        a = load_file(str(straight / "checkpoint-4" / name))
+        b = load_file(str(resumed / "checkpoint-4" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=f"{name} {key}")
+    assert any(not torch.equal(first[k], a[k]) for k in first)
+    # The export is the generator alone.
+    assert set(weights(straight)) == set(load_file(str(checkpoint / "model.safetensors")))
+    assert "Adversarial term from step 1" in (straight / "README.md").read_text()
+
+    # Resuming a checkpoint without a discriminator into an adversarial run: one line, what to do instead.
+    plain = tmp_path / "plain"
+    train("--train_data", str(photo_dir), "--perceptual_network", "none", "--output_dir", str(plain),
+          "--max_train_steps", "1", "--validation_steps", "100")  # fmt: skip
+    with pytest.raises(ValueError, match="holds no discriminator .* --init_from"):
+        train_in_code(
+            *common, "--output_dir", str(plain), "--max_train_steps", "2", "--resume_from_checkpoint", "latest"
+        )
+
+
+def test_killed_checkpoint_write_leaves_the_previous_one_and_latest_resumes_it(
+    photo_dir, tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    common = [
+        "--train_data",
+        str(photo_dir),
+        "--output_dir",
+        str(out),
+        "--checkpointing_steps",
+        "2",
+        "--validation_steps",
+        "100",
+        "--perceptual_network",
+        "none",
+        "--checkpoints_total_limit",
+        "1",
+    ]
+
+    class Killed(BaseException):  # as a kill -9: nothing after it runs, no handler sees it
+        pass
+
+    write_manifest = training._write_manifest
+
+    def die_at_step_4(folder):
+        if folder.name == ".checkpoint-4.tmp":
+            raise Killed
+        write_manifest(folder)
+
+    monkeypatch.setattr(training, "_write_manifest", die_at_step_4)
+    with pytest.raises(Killed):
+        train_in_code(*common, "--max_train_steps", "6")
+    monkeypatch.undo()
+    # Step 4's state was written (all but the manifest) into the staging folder; checkpoint-2, the only one the
+    # limit keeps, is whole.
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == [".checkpoint-4.tmp", "checkpoint-2"]
+    assert (out / ".checkpoint-4.tmp" / "model.safetensors").is_file()
+    assert (out / "checkpoint-2" / training.CHECKPOINT_MANIFEST).is_file()
+    # What the earlier in-place writer left when killed: a checkpoint-N folder holding one temporary file.
+    (out / "checkpoint-6").mkdir()
+    (out / "checkpoint-6" / "model.safetensors.tmp").write_bytes(b"\0" * 100)
+
+    result = train_in_code(*common, "--max_train_steps", "4", "--resume_from_checkpoint", "latest")
+    assert "checkpoint-6 is incomplete" in caplog.text
+    assert "checkpoint-2 at step 2" in caplog.text
+    assert result["global_step"] == 4
+    # The staging leftover is gone; the limit kept the new checkpoint alone (the incomplete one pruned too).
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-4"]
+
+
+def test_freeze_bn_trains_batch_1_with_the_statistics_unchanged(photo_dir, tmp_path):
+    start = tmp_path / "start"
+    train("--train_data", str(photo_dir), "--perceptual_network", "none", "--output_dir", str(start),
+          "--max_train_steps", "1", "--validation_steps", "100")  # fmt: skip
+    out = tmp_path / "out"
+    train("--train_data", str(photo_dir), "--perceptual_network", "none", "--output_dir", str(out),
+          "--init_from", str(start), "--freeze_bn", "--train_batch_size", "1", "--max_train_steps", "2",
+          "--validation_steps", "100")  # fmt: skip
+    before, after = weights(start), weights(out)
+    batch_norm = [k for k in before if k.endswith(("running_mean", "running_var", "norm.weight", "norm.bias"))]
+    assert batch_norm and all(torch.equal(before[k], after[k]) for k in batch_norm)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("conv.weight"))
+
+
 def test_two_process_ddp_on_cpu(tmp_path):
     # 20 distinct files: 4 updates x 2 images per rank stay inside each rank's first epoch (10 images).
     data = write_photos(tmp_path / "photos", names=PHOTOS[:7], copies=3)
