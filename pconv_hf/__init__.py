@@ -20,6 +20,7 @@ from .inpainting import inpaint as inpaint_with
 from .layers import PartialConv2d
 from .model import PConvUNet, default_device
 from .onnx import OnnxInpainter, execution_providers, is_onnx_file
+from .runtime import parse_device
 
 __version__ = "0.1.0"
 
@@ -39,11 +40,15 @@ def load_model(
 
     A ``.onnx`` file (from ``PConvUNet.export_onnx`` or ``pconv-export``) gives an :class:`OnnxInpainter` that
     runs the network on ONNX Runtime; ``.inpaint()`` and ``inpaint()`` work the same with either.
-    ``device`` defaults to CUDA when available, else CPU.
+    ``device`` ("cpu", "cuda", "cuda:1", a ``torch.device``, or None / "auto") defaults to CUDA when available,
+    else CPU; a device this machine lacks is a ValueError.
     """
     if name_or_path is not None and is_onnx_file(name_or_path):
-        return OnnxInpainter(name_or_path, providers=execution_providers(device))
-    device = default_device() if device is None else torch.device(device)
+        # ONNX Runtime may have CUDA where torch has not: only the name is checked here, the providers say the rest.
+        return OnnxInpainter(
+            name_or_path, providers=execution_providers(parse_device(device, "device", check_available=False))
+        )
+    device = parse_device(device, "device") or default_device()
     if name_or_path is None and not DEFAULT_CHECKPOINT.is_dir():
         raise ValueError(bundled_model_missing())
     return PConvUNet.from_pretrained(DEFAULT_CHECKPOINT if name_or_path is None else name_or_path, map_location=device)

@@ -8,6 +8,8 @@ holes filled with mid-grey.
 from __future__ import annotations
 
 import copy
+import inspect
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +28,7 @@ from .images import ImageLike
 from .inpainting import inpaint as _inpaint
 from .layers import PartialConv2d, valid_channel_count
 from .onnx import export_onnx as _export_onnx
-from .runtime import DTYPES, autocast_dtype, default_device, eval_mode, native_bf16
+from .runtime import DTYPES, autocast_dtype, default_device, eval_mode, free_memory, native_bf16, parse_device
 from .surgery import add_boundary_blend, count_parameters, widen
 
 __all__ = [  # the runtime and surgery helpers are re-exported for code that imported them from here
@@ -56,6 +58,15 @@ _MAX_CHANNEL_MULTIPLIER = 8
 
 def _encoder_channels(layer_size: int, base_channels: int) -> list[int]:
     return [base_channels * min(2**i, _MAX_CHANNEL_MULTIPLIER) for i in range(layer_size)]
+
+
+def _weight_count(channels: list[int], kernels: list[int], in_channels: int) -> int:
+    """The number of convolution weights of a PConvUNet (biases and BatchNorm, under 1 %, left out): known before
+    anything is allocated, so a config too large for this machine is refused in one line."""
+    inputs = [in_channels, *channels]  # encoder i reads inputs[i]; decoder i writes inputs[i] and reads its skip
+    encoder = sum(c_in * c_out * k * k for c_in, c_out, k in zip(inputs, channels, kernels))
+    decoder = sum((channels[i] + inputs[i]) * inputs[i] * 9 for i in range(len(channels)))
+    return encoder + decoder
 
 
 class EncoderBlock(nn.Module):
@@ -162,6 +173,96 @@ class _NearestUpsample2x(torch.autograd.Function):
         return F.avg_pool2d(grad.contiguous(memory_format=memory_format), 2, divisor_override=1)
 
 
+_DOWNLOAD_ARGUMENTS = ("revision", "cache_dir", "force_download", "token", "local_files_only")
+"""The keyword arguments of ``from_pretrained`` that say where to download from, passed to ``hf_hub_download``."""
+
+_REQUIRED_CONFIG_KEYS = ("layer_size", "base_channels", "in_channels")
+"""Keys every ``config.json`` must have: they set the weights' shapes, so no default can stand in for them."""
+
+
+def _file_label(model_id: str, name: str) -> str:
+    """How messages name a file of a saved model: its path in a local folder, else the file of the Hub id."""
+    return os.path.join(model_id, name) if os.path.isdir(model_id) else f"{name} of {model_id!r}"
+
+
+def _read_config(path: str | os.PathLike, label: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config.json`` as a dict of the constructor's keyword arguments; ValueError naming ``label`` and the key
+    when it is not UTF-8 JSON, not an object, names a key PConvUNet does not take or lacks a required one that the
+    caller did not pass either (``given``, ``from_pretrained``'s keyword arguments). The constructor checks values."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{label} is not UTF-8 text (byte {err.start}); save it again as UTF-8 JSON") from err
+    if not text.strip():
+        raise ValueError(f'{label} is empty; expected a JSON object of PConvUNet settings like {{"layer_size": 7}}')
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{label} is not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        shown = json.dumps(config)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(f'{label} must hold a JSON object of PConvUNet settings like {{"layer_size": 7}}, got {shown}')
+    known = [name for name in inspect.signature(PConvUNet.__init__).parameters if name != "self"]
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"{label} has unknown keys {unknown}; PConvUNet takes {known}")
+    missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config and key not in (given or {})]
+    if missing:
+        raise ValueError(
+            f"{label} is missing the key(s) {', '.join(map(repr, missing))}, which set the weights' shapes"
+        )
+    return config
+
+
+def _check_weights(
+    state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], label: str, config: dict, strict: bool
+) -> None:
+    """Every tensor of a weights file against the model its config builds: names (when ``strict``), shapes, dtypes
+    (floating point where the model's are, integer for BatchNorm's counters) and finite values. A NaN weight would
+    fill every hole with black, and a bool or int one would be cast without a word."""
+    built = "PConvUNet(" + ", ".join(f"{key}={value!r}" for key, value in config.items()) + ")"
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"weights in {label} do not match {built}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
+    common = [name for name in expected if name in state_dict]  # the model's order: the first layer first
+    mismatched = [name for name in common if state_dict[name].shape != expected[name].shape]
+    if mismatched:
+        name = mismatched[0]
+        raise ValueError(
+            f"weights in {label} do not fit its config: tensor {name!r} has shape {tuple(state_dict[name].shape)} "
+            f"where {CONFIG_NAME} builds {tuple(expected[name].shape)} ({len(mismatched)} of {len(common)} tensors "
+            "differ); the two files belong to different models"
+        )
+    for name in common:
+        tensor, floating = state_dict[name], expected[name].is_floating_point()
+        if tensor.is_floating_point() != floating or tensor.dtype == torch.bool:
+            kind = "floating point (float32, float16 or bfloat16)" if floating else "an integer type"
+            raise ValueError(
+                f"weights in {label}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, expected {kind}; "
+                "save the model again with PConvUNet.save_pretrained"
+            )
+        if floating and tensor.numel() and not _all_finite(tensor):
+            bad = int((~torch.isfinite(tensor.float())).sum())
+            raise ValueError(
+                f"weights in {label}: tensor {name!r} has {bad:,} NaN or infinite values (a training run that "
+                "diverged?); they would fill every hole with black: use an earlier checkpoint"
+            )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a non-empty float tensor holds no NaN or infinity: its minimum and maximum, which both propagate
+    NaN, are finite. One pass without a mask: 10x faster than ``isfinite().all()`` on the bundled half-precision
+    weights (under 20 ms for the 26 M weights on one busy CPU thread, against 250 ms)."""
+    if tensor.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        tensor = tensor.float()  # float8 and other rare kinds: aminmax may not take them
+    low, high = torch.aminmax(tensor.reshape(-1))
+    return bool(torch.isfinite(low) and torch.isfinite(high))
+
+
 class PConvUNet(
     nn.Module,
     PyTorchModelHubMixin,
@@ -236,6 +337,13 @@ class PConvUNet(
         partial = conv_type == "partial"
         channels = _encoder_channels(layer_size, base_channels)
         kernels = [_ENCODER_KERNELS[i] if i < len(_ENCODER_KERNELS) else 3 for i in range(layer_size)]
+        weights, available = _weight_count(channels, kernels, in_channels), free_memory()
+        if torch.get_default_device().type != "meta" and available is not None and 4 * weights > available:
+            raise ValueError(
+                f"base_channels {base_channels} with layer_size {layer_size} makes {weights:,} weights "
+                f"({4 * weights / 2**30:,.1f} GiB as float32), more memory than this machine has available "
+                f"({available / 2**30:.1f} GiB); the paper uses base_channels 64"
+            )
         self.encoder = nn.ModuleList(
             EncoderBlock(c_in, c_out, k, batch_norm=i > 0, partial=partial)
             for i, (c_in, c_out, k) in enumerate(zip([in_channels, *channels], channels, kernels))
@@ -365,8 +473,10 @@ class PConvUNet(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PConvUNet:
         """Load from a local directory or a Hub id: ``config.json`` + ``model.safetensors``, strictly.
 
-        Only safetensors weights are read (never pickles). ``map_location`` picks the device (default "cpu").
-        Raises ``ValueError`` with one message naming the directory or id when it cannot be loaded.
+        Only safetensors weights are read (never pickles); every tensor must have the config's shape, a floating-point
+        (or, for BatchNorm's counters, integer) dtype and finite values. ``map_location`` picks the device (default
+        "cpu"). Raises ``ValueError`` with one message naming the directory or id, the file and the key or tensor
+        when it cannot be loaded.
         """
         model_id = str(pretrained_model_name_or_path)
         if os.path.isdir(model_id):
@@ -379,6 +489,16 @@ class PConvUNet(
             # Unreachable but cached: load from the cache instead of waiting for huggingface_hub's retries.
             kwargs["local_files_only"] = not hub_reachable(model_id, kwargs.get("cache_dir"), kwargs.get("revision"))
         try:
+            # Read and checked here, before the mixin's json.load, whose errors name neither the file nor the key.
+            if os.path.isdir(model_id):
+                config_file = os.path.join(model_id, CONFIG_NAME)
+            else:
+                config_file = hf_hub_download(
+                    model_id,
+                    CONFIG_NAME,
+                    **{key: kwargs[key] for key in _DOWNLOAD_ARGUMENTS if kwargs.get(key) is not None},
+                )
+            _read_config(config_file, _file_label(model_id, CONFIG_NAME), given=kwargs)
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (HfHubHTTPError, LocalEntryNotFoundError, HFValidationError, ConnectionError) as err:
             if hub_constants.HF_HUB_OFFLINE:
@@ -406,7 +526,13 @@ class PConvUNet(
     ) -> PConvUNet:
         if config is None:
             raise ValueError(f"{model_id!r} has no {CONFIG_NAME}; cannot tell which PConvUNet to build")
-        model = cls(**model_kwargs)
+        if isinstance(map_location, (str, torch.device)) and str(map_location).split(":")[0] == "meta":
+            raise ValueError(f"cannot load {model_id!r} onto the meta device: it holds no weights; use 'cpu' or 'cuda'")
+        device = parse_device(map_location, "map_location") or default_device()
+        try:
+            model = cls(**model_kwargs)
+        except ValueError as err:
+            raise ValueError(f"{_file_label(model_id, CONFIG_NAME)}: {err}") from err
         if os.path.isdir(model_id):
             weights_file = os.path.join(model_id, WEIGHTS_NAME)
         else:
@@ -419,26 +545,21 @@ class PConvUNet(
                 token=token,
                 local_files_only=local_files_only,
             )
-        if torch.device(map_location).type == "meta":
-            raise ValueError(f"cannot load {model_id!r} onto the meta device: it holds no weights; use 'cpu' or 'cuda'")
+        weights_label = _file_label(model_id, WEIGHTS_NAME)
         try:
             state_dict = safetensors.torch.load_file(weights_file)
         except (safetensors.SafetensorError, OSError) as err:
             raise ValueError(
-                f"cannot read the weights {weights_file!r} ({err}): the file is truncated or not safetensors; "
+                f"cannot read the weights {weights_label} ({err}): the file is truncated or not safetensors; "
                 "download or save the model again"
             ) from err
+        _check_weights(state_dict, model.state_dict(), weights_label, model.config, strict)
         try:
             # copy_ casts, so half-precision files load into a float32 model.
-            result = model.load_state_dict(state_dict, strict=False)
-        except RuntimeError as err:
-            raise ValueError(f"weights in {model_id!r} do not fit its config: {err}") from err
-        if strict and (result.missing_keys or result.unexpected_keys):
-            raise ValueError(
-                f"weights in {model_id!r} do not match PConvUNet({config}): "
-                f"missing keys {result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}"
-            )
-        return model.to(map_location).eval()
+            model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:  # _check_weights found nothing wrong: not expected, but one line all the same
+            raise ValueError(f"weights in {weights_label} do not fit its config: {str(err).splitlines()[0]}") from err
+        return model.to(device).eval()
 
     def save_pretrained(self, save_directory: str | Path, *, weights_dtype: torch.dtype | None = None, **kwargs: Any):
         """Write ``config.json``, ``model.safetensors`` and a model card (``README.md``) to ``save_directory``.

@@ -32,10 +32,15 @@ def native_bf16(device: torch.device | str) -> bool:
     return False
 
 
+CPUINFO = "/proc/cpuinfo"
+"""Where the CPU's feature flags are read (a module attribute, so tests can fake another CPU)."""
+
+
 @functools.lru_cache(maxsize=1)
 def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read), read once per process."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open(CPUINFO) as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("flags"):
                     return frozenset(line.split(":", 1)[1].split())
@@ -76,25 +81,34 @@ def eval_mode(model: object) -> Iterator[None]:
         model.train(was_training)
 
 
-def parse_device(value: str | None, flag: str = "--device") -> torch.device | None:
+def parse_device(
+    value: str | int | torch.device | None, flag: str = "--device", *, check_available: bool = True
+) -> torch.device | None:
     """A device a user names (``flag``): None for "auto" (or None: CUDA when available), else the torch device,
-    checked to exist on this machine (ValueError naming ``flag`` and the value if not)."""
+    checked to exist on this machine unless ``check_available`` is False (ValueError naming ``flag`` and the value
+    if not). A name, a ``torch.device`` or, as in PyTorch, an int (a CUDA index) is accepted. A ``flag`` that starts
+    with ``--`` is a command-line flag (``--device gpu: ...``), else a keyword argument (``device='gpu': ...``)."""
     if value is None or value == "auto":
         return None
+    named = f"{flag} {value}" if flag.startswith("--") else f"{flag}={value!r}"
+    if isinstance(value, bool) or not isinstance(value, (str, int, torch.device)):
+        raise ValueError(f"{named}: expected a device name ('cpu', 'cuda', 'cuda:1', 'auto') or a torch.device")
     try:
         device = torch.device(value)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"{flag} {value}: {err}") from err
+    except (RuntimeError, ValueError) as err:  # torch's message lists a score of device types that cannot run here
+        raise ValueError(f"{named}: not a device name; use 'cpu', 'cuda', 'cuda:1', ... or 'auto'") from err
     if device.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise ValueError(f"{flag} {value}: not a device that runs models here; use cpu or cuda")
+        raise ValueError(f"{named}: not a device that runs models here; use cpu or cuda")
+    if not check_available:
+        return device
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{flag} {value}: MPS is not available on this machine")
+        raise ValueError(f"{named}: MPS is not available on this machine")
     if device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise ValueError(f"{flag} {value}: XPU is not available on this machine")
+        raise ValueError(f"{named}: XPU is not available on this machine")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{flag} {value}: CUDA is not available on this machine")
+        raise ValueError(f"{named}: CUDA is not available on this machine; use cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"{flag} {value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ValueError(f"{named}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

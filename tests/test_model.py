@@ -10,6 +10,7 @@ import safetensors.torch
 import torch
 
 from pconv_hf import PConvUNet
+from pconv_hf import model as model_module
 from pconv_hf.model import count_parameters, widen
 
 
@@ -237,6 +238,37 @@ def test_config_property_rebuilds_the_model(tiny_model):
     twin = PConvUNet(**tiny_model.config)
     assert twin.config == tiny_model.config
     assert [p.shape for p in twin.parameters()] == [p.shape for p in tiny_model.parameters()]
+
+
+def test_a_required_config_key_may_come_from_the_caller(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "layer_size"}))
+    with pytest.raises(ValueError, match="config.json is missing the key.s. 'layer_size'"):
+        PConvUNet.from_pretrained(tmp_path)
+    assert PConvUNet.from_pretrained(tmp_path, layer_size=tiny_model.layer_size).config == tiny_model.config
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_anything_is_allocated(monkeypatch):
+    monkeypatch.setattr("pconv_hf.model.free_memory", lambda: 2**20)  # 1 MiB available
+    with pytest.raises(ValueError, match=r"^base_channels 64 with layer_size 7 makes [\d,]+ weights .* more memory"):
+        PConvUNet()
+    with torch.device("meta"):  # nothing is allocated there, so nothing is too large
+        assert PConvUNet().device.type == "meta"
+    monkeypatch.setattr("pconv_hf.model.free_memory", lambda: None)  # where it cannot tell, it builds
+    assert PConvUNet(layer_size=5, base_channels=8, sample_size=64).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"layer_size": 5, "base_channels": 8, "sample_size": 64}, {}, {"boundary_blend": True}, {"in_channels": 1}],
+)
+def test_the_weight_estimate_behind_the_memory_check_is_within_1_percent(config):
+    model = PConvUNet(**config)
+    channels = model_module._encoder_channels(model.layer_size, model.config["base_channels"])
+    kernels = [7, 5, 5, *[3] * (model.layer_size - 3)]
+    estimate = model_module._weight_count(channels, kernels, model.in_channels)
+    assert abs(estimate - count_parameters(model)) <= 0.01 * count_parameters(model)
 
 
 def test_encoder_bn_freeze_covers_sync_batchnorm(tiny_model):

@@ -114,19 +114,75 @@ class AnomalyConfig:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> AnomalyConfig:
-        """Read ``directory/anomaly.json``; ValueError naming the problem when it is missing or invalid."""
+        """Read ``directory/anomaly.json``; ValueError naming the file and the key when it is missing or invalid."""
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ValueError(f"{str(directory)!r} has no {CONFIG_NAME}: train it with `pconv-anomaly fit` first")
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); save it again as UTF-8 JSON") from error
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(values, dict):
+            shown = json.dumps(values)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise ValueError(f'{path} must hold a JSON object of settings like {{"mode": "inpainting"}}, got {shown}')
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{path} has unknown keys {unknown}; expected a subset of {sorted(known)}")
-        return cls(**values)
+        for key, value in values.items():
+            expected = _JSON_TYPES[key]
+            if not _is_json_type(value, expected):
+                raise ValueError(f"{path}: {key} must be {expected}, got {json.dumps(value)[:40]}")
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+
+
+_JSON_TYPES = {
+    "mode": "a string",
+    "resolution": "an integer",
+    "mse_weight": "a number",
+    "feature_network": "a string",
+    "feature_weights": "a string",
+    "grid_cells": "an integer",
+    "grid_period": "an integer",
+    "blur_sigma": "a number or null",
+    "rotation_blend": "true or false",
+    "mean": "a list of 3 numbers",
+    "std": "a list of 3 numbers",
+    "mse_scale": "a number",
+    "perceptual_scale": "a number",
+    "heatmap_max": "a number or null",
+    "thresholds": "an object of numbers",
+    "training": "an object",
+}
+"""What each key of ``anomaly.json`` holds, as messages say it: checked before the values reach the constructor,
+whose comparisons would otherwise fail with a TypeError that names neither the file nor the key."""
+
+
+def _is_json_type(value: Any, expected: str) -> bool:
+    def number(item: Any) -> bool:
+        return isinstance(item, (int, float)) and not isinstance(item, bool)
+
+    if expected == "a string":
+        return isinstance(value, str)
+    if expected == "an integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "a number":
+        return number(value)
+    if expected == "a number or null":
+        return value is None or number(value)
+    if expected == "true or false":
+        return isinstance(value, bool)
+    if expected == "a list of 3 numbers":
+        return isinstance(value, list) and len(value) == 3 and all(map(number, value))
+    if expected == "an object of numbers":
+        return isinstance(value, dict) and all(map(number, value.values()))
+    return isinstance(value, dict)
 
 
 def resolve_features(
