@@ -1,4 +1,4 @@
-"""Fill time against photo size and hole size: ``inpaint()``'s default (bf16 where native) beside OpenCV Telea.
+"""Fill time against photo size and hole size: ``inpaint()``'s default engine beside OpenCV Telea.
 
     python benchmarks/bench_fill_time.py [--photo data/photos-full/holdout/<16-MP photo>.jpg] [--repeats 3]
 
@@ -6,12 +6,16 @@ A photo (by default a scikit-image photo upscaled; better: a real 12-16 MP photo
 each size an object-removal stroke (``pconv_hf.masks.object_mask``, brush 1.5-4 % of the long side) covers
 about 1 % and about 3 % of the photo, and a blob about 10 %. Each cell is the median of ``--repeats`` fills
 after one warm-up, in seconds; the 12-MP, 3 % stroke cell is issue 20's budget (<= 3 s on 2 cores).
-Run it on a quiet machine: anything else on the cores shows up in the numbers.
+Run it on a quiet machine: anything else on the cores shows up in the numbers. The first lines name the CPU, its
+kind (``pconv_hf.engines.cpu_kind``: bf16-native, avx512, avx2) and the engine ``inpaint()`` runs with these options
+(``--options engine=torch,dtype=float32`` for float32 eager; ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``
+limits PyTorch's kernels to AVX2, not ONNX Runtime's).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -20,6 +24,7 @@ import numpy as np
 import torch
 
 import pconv_hf
+from pconv_hf.engines import choose_engine, cpu_kind, cpu_name
 from pconv_hf.evaluation_native import parse_inpaint_options
 from pconv_hf.images import open_image
 from pconv_hf.masks import object_mask
@@ -57,6 +62,10 @@ def main() -> None:
         source = data.astronaut()
     model = pconv_hf.load_model(args.model)
     options = parse_inpaint_options(args.options)
+    print(f"CPU: {cpu_name()}, kind {cpu_kind()}; PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}")  # fmt: skip
+    engine = {key: options[key] for key in ("engine", "dtype") if key in options}
+    print(choose_engine(model, **engine).describe())
     print(f"torch threads {torch.get_num_threads()}; seconds per fill, median of {args.repeats}")
     header = "| photo | " + " | ".join(f"{kind} {low:.1%}-{high:.1%}" for kind, (low, high) in HOLES) + " |"
     print(header + "\n|" + "---|" * (1 + len(HOLES)))

@@ -18,29 +18,34 @@ they are imported only when used.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
+from .engines import (  # noqa: F401 - CONFIG_KEY, OUTPUT_NAME, INSTALL_HINT, execution_providers: this module's API too
+    CONFIG_KEY,
+    INPUT_NAMES,
+    INSTALL_HINT,
+    OUTPUT_NAME,
+    OnnxNetwork,
+    _require,
+    cpu_session_options,
+    execution_providers,
+)
 from .inpainting import ImageLike, inpaint
 
 if TYPE_CHECKING:
     from .model import PConvUNet
 
-CONFIG_KEY = "pconv_hf.config"
-INPUT_NAMES = ("image", "mask")
-OUTPUT_NAME = "output"
 # torch's exporter writes opset 18 natively (its torchlib's version; others go through a version converter), and
 # ONNX Runtime runs opset 18 on its CPU and CUDA providers since 1.14.
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
-INSTALL_HINT = "pip install 'pconv_hf[onnx]'"
 
 
 # --- export ------------------------------------------------------------------------------------------------
@@ -103,32 +108,24 @@ def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = N
         "composited with the known pixels."
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(path, external_data=False)  # torch still splits off the weights past 1.5 GB
+    # Written under a hidden name beside the file and renamed when complete: a full disk or Ctrl+C leaves no
+    # partial .onnx (and an existing one as it was). The weights stay inside the file (torch would still split
+    # them off past 1.5 GB, named after the temporary file: far above any PConvUNet).
+    temporary = path.with_name(f".{path.stem[:32]}.{os.getpid()}.{secrets.token_hex(4)}.tmp.onnx")
+    try:
+        program.save(temporary, external_data=False)
+        os.replace(temporary, path)
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror or err}") from err
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
-# --- running -----------------------------------------------------------------------------------------------
+# --- running: the session itself is pconv_hf.engines.OnnxNetwork -------------------------------------
 
 
-def execution_providers(device: str | torch.device | None = None) -> list[str | tuple[str, dict[str, Any]]]:
-    """ONNX Runtime execution providers for ``device``: by default CUDA when ONNX Runtime has it, else CPU."""
-    onnxruntime = _require("onnxruntime", "running an ONNX model")
-    available = onnxruntime.get_available_providers()
-    if device is None:
-        return [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
-    device = torch.device(device)
-    if device.type == "cpu":
-        return ["CPUExecutionProvider"]
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise ValueError(
-                "this onnxruntime has no CUDA provider; install onnxruntime-gpu instead, or pass device='cpu'"
-            )
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    raise ValueError(f"ONNX models run on 'cpu' or 'cuda' here, got device {str(device)!r}")
-
-
-class OnnxInpainter:
+class OnnxInpainter(OnnxNetwork):
     """A PConvUNet exported with :func:`export_onnx`, run by ONNX Runtime.
 
     It is an :class:`~pconv_hf.inpainting.InpaintingNetwork`, so ``inpaint()`` takes it as its model; only the
@@ -137,75 +134,8 @@ class OnnxInpainter:
     Args:
         path: a ``.onnx`` file written by :func:`export_onnx`.
         providers: ONNX Runtime execution providers; by default CUDA when available, else CPU.
+        session_options: an ``onnxruntime.SessionOptions``; by default :func:`cpu_session_options`.
     """
-
-    def __init__(self, path: str | os.PathLike, providers: list[str | tuple[str, dict[str, Any]]] | None = None):
-        # onnxruntime is the onnx extra (heavy, optional): imported when an ONNX model is opened, after
-        # _require has named the missing package.
-        onnxruntime = _require("onnxruntime", "running an ONNX model")
-        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ValueError(f"no ONNX file {str(self.path)!r}; write one with PConvUNet.export_onnx or pconv-export")
-        providers = execution_providers() if providers is None else providers
-        try:
-            self.session = onnxruntime.InferenceSession(os.fspath(self.path), providers=providers)
-        except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf) as err:
-            raise ValueError(f"{str(self.path)!r} is not a readable ONNX model: {err}") from err
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        names = tuple(value.name for value in self.session.get_inputs())
-        if CONFIG_KEY not in metadata or names != INPUT_NAMES:
-            raise ValueError(
-                f"{str(self.path)!r} is not a PConvUNet export (no {CONFIG_KEY!r} metadata or inputs {names} instead "
-                f"of {INPUT_NAMES}); write one with PConvUNet.export_onnx or pconv-export"
-            )
-        self.config: dict[str, Any] = json.loads(metadata[CONFIG_KEY])
-        self.sample_size: int = self.config["sample_size"]
-        self.layer_size: int = self.config["layer_size"]
-        self.in_channels: int = self.config["in_channels"]
-
-    @property
-    def size_multiple(self) -> int:
-        """H and W of the input must be multiples of this."""
-        return 2**self.layer_size
-
-    @property
-    def device(self) -> torch.device:
-        """Where ``inpaint()`` puts the inputs: host memory; ONNX Runtime moves them to its provider."""
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session uses, fastest first."""
-        return self.session.get_providers()
-
-    def __call__(self, image: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
-        """The network output (N, C, H, W) for ``image`` (N, C, H, W) and ``valid_mask`` (N, 1, H, W), 1 = valid."""
-        image = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
-        valid_mask = np.ascontiguousarray(valid_mask.detach().to("cpu", torch.float32).numpy())
-        if (
-            image.ndim != 4
-            or image.shape[1] != self.in_channels
-            or valid_mask.shape != (len(image), 1, *image.shape[2:])
-        ):
-            raise ValueError(
-                f"expected image (N, {self.in_channels}, H, W) and mask (N, 1, H, W), "
-                f"got {image.shape} and {valid_mask.shape}"
-            )
-        if image.shape[2] % self.size_multiple or image.shape[3] % self.size_multiple:
-            raise ValueError(
-                f"image height and width must be multiples of 2**layer_size = {self.size_multiple}, "
-                f"got {image.shape[2]}x{image.shape[3]}; pad or resize first (inpaint() does this for you)"
-            )
-        if not np.all((valid_mask == 0) | (valid_mask == 1)):
-            raise ValueError("mask must contain only 0 (hole) and 1 (valid); threshold it after resizing")
-        (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAMES[0]: image, INPUT_NAMES[1]: valid_mask})
-        return torch.from_numpy(output)
 
     def inpaint(self, image: ImageLike, mask: ImageLike, **kwargs: Any) -> ImageLike:
         """Fill the white (nonzero) area of ``mask`` in ``image``; see :func:`pconv_hf.inpainting.inpaint`."""
@@ -218,10 +148,3 @@ class OnnxInpainter:
 def is_onnx_file(name_or_path: str | os.PathLike) -> bool:
     """Whether ``load_model`` should read ``name_or_path`` as an ONNX file (by its extension)."""
     return Path(name_or_path).suffix.lower() == ".onnx"
-
-
-def _require(package: str, purpose: str) -> Any:
-    try:
-        return importlib.import_module(package)
-    except ImportError as err:
-        raise ImportError(f"{purpose} needs the {package!r} package: {INSTALL_HINT}") from err
