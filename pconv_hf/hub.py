@@ -24,7 +24,7 @@ MODEL_CARD_TEMPLATE = """---
 # PConvUNet
 
 Image inpainting with partial convolutions ([Liu et al. 2018]({{ paper_url }})), saved with
-[pconv_hf](https://github.com/pconv-hf/pconv_hf).
+the `pconv_hf` package (its README and docs/ describe loading, inpainting and training).
 
 ```python
 from pconv_hf import PConvUNet

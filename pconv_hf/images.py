@@ -8,10 +8,15 @@ Everything that opens an image file goes through here, so a photo or a mask read
   the tag is then gone, so results hold upright pixels and carry no orientation.
 - **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1];
   :func:`to_rgb` is the network's 8-bit RGB, :func:`to_eight_bit` the simplest 8-bit mode (the app's copy).
+  16-bit grey keeps its values in either byte order; 16-bit colour files are read at 8 bits (Pillow's limit) with a
+  warning that says so.
+- **Frames**: of a multi-frame file (animated GIF / PNG / WebP, multi-page TIFF) only the first frame is read,
+  with a warning naming the file and its frame count (an MPO's extra frames are previews, read silently).
 - **A user's image in and out** (:func:`to_source`): a PIL image of any mode, an array, a tensor or a path as the
   float RGB ``inpaint()`` works on, and back in the caller's type, mode and bit depth with only hole pixels new.
-- **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill; transparent pixels never fill; black
-  paint on a transparent layer fills where painted. A JPEG's soft or anti-aliased edge pixels are nonzero, so
+- **User masks** (:func:`to_hole_mask`): white / nonzero = area to fill, as the mask displays (a CMYK or YCbCr
+  mask is read by its displayed colour, not its ink); transparent pixels never fill; black paint on a transparent
+  layer fills where painted. A JPEG's soft or anti-aliased edge pixels are nonzero, so
   they fill too.
 - **Formats**: whatever Pillow reads, plus HEIC / HEIF phone photos (``pillow-heif``, registered on import).
 - **Errors** are ``ValueError`` naming the file: unreadable, truncated, or more pixels than Pillow's
@@ -27,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import secrets
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +194,8 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
     """Read an image file fully, turned upright by its EXIF orientation (the tag is then dropped).
 
+    A multi-frame file (animation, multi-page TIFF) gives its first frame and a ``UserWarning`` saying so; a
+    16-bit colour file gives 8-bit pixels (Pillow's limit) and a ``UserWarning`` saying so.
     A file over Pillow's decompression-bomb *warning* size (``PIL.Image.MAX_IMAGE_PIXELS``, up to twice it) is
     read, with one ``UserWarning`` naming the file and its size instead of Pillow's.
 
@@ -201,8 +209,25 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
+                frames = getattr(opened, "n_frames", 1)
+                deep_colour = opened.mode in ("RGB", "RGBA", "LA") and ";16" in _raw_mode(opened)
                 opened.load()
                 upright = ImageOps.exif_transpose(opened)
+        if frames > 1 and opened.format not in _STILL_WITH_EXTRAS:
+            warnings.warn(
+                f"{what} file {os.fspath(path)!r} has {frames} frames (an animation or a multi-page file); only the "
+                "first frame is read, so the result is that one still image",
+                UserWarning,
+                stacklevel=2,
+            )
+        if deep_colour:
+            warnings.warn(
+                f"{what} file {os.fspath(path)!r} has 16 bits per channel; Pillow reads colour (and grey + alpha) "
+                "at 8 bits, so it is used (and written) at 8 bits per channel. To keep 16 bits, pass its pixels to "
+                "inpaint() as a uint16 array (e.g. read by cv2.imread(path, cv2.IMREAD_UNCHANGED))",
+                UserWarning,
+                stacklevel=2,
+            )
         for warning in caught:
             if issubclass(warning.category, Image.DecompressionBombWarning):
                 width, height = upright.size
@@ -219,6 +244,18 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {_bomb_message(err)}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {err}") from err
+
+
+# Formats whose extra frames are not more of the picture (an MPO's previews / depth maps after the photo).
+_STILL_WITH_EXTRAS = ("MPO",)
+
+
+def _raw_mode(opened: Image.Image) -> str:
+    """How the file stores its pixels (e.g. "RGB;16B" for a 16-bit colour PNG that Pillow reads as "RGB")."""
+    if not opened.tile:
+        return ""
+    args = opened.tile[0].args
+    return args if isinstance(args, str) else str(args[0]) if isinstance(args, tuple) and args else ""
 
 
 def _bomb_message(err: Image.DecompressionBombError) -> str:
@@ -271,9 +308,10 @@ def to_hole_mask(
     """The one rule for a user's mask: a bool (H, W) array, True = fill.
 
     White / nonzero pixels fill (any nonzero channel of a colour mask, whatever the bit depth: a JPEG's soft
-    edge or an anti-aliased brush edge fills too); transparent pixels (alpha 0) never fill. A paint layer
-    (a mask with transparent pixels) whose painted pixels are all black -- black paint on a transparent layer, as
-    many editors export it -- fills where it is painted. A mask that fills more than 90 % of the image gives a
+    edge or an anti-aliased brush edge fills too; CMYK, YCbCr and other PIL modes are read as displayed, in
+    RGB); transparent pixels (alpha 0) never fill. A paint layer (a mask with transparent pixels) whose painted
+    pixels are all black -- black paint on a transparent layer, as many editors export it -- fills where it is
+    painted. A mask that fills more than 90 % of the image gives a
     ``UserWarning`` with the share (and a hint when the filled pixels are nearly black: a JPEG's black).
     A path is read by :func:`open_image` (EXIF orientation applied, as for the photo). ``holes_are="black"``
     inverts the colour test (zero pixels fill), for mask sets drawn the other way round; transparency still
@@ -289,11 +327,15 @@ def to_hole_mask(
     if isinstance(mask, (str, os.PathLike)):
         mask = open_image(mask, "mask")
     if isinstance(mask, Image.Image):
+        _check_open(mask, "mask")
         if mask.mode in ("P", "PA") or (mask.mode in ("L", "RGB") and "transparency" in mask.info):
             mask = mask.convert("RGBA")
+        elif mask.mode not in _MASK_MODES_AS_STORED:
+            mask = mask.convert("RGB")  # CMYK ink, YCbCr chroma, RGBX padding: read as displayed, not as stored
         array = np.asarray(mask)
         has_alpha = mask.mode in ("RGBA", "LA", "La", "RGBa")
     elif isinstance(mask, torch.Tensor):
+        _check_tensor(mask, "mask tensor")
         array = mask.detach().cpu()
         array = (array.float() if array.dtype == torch.bfloat16 else array).numpy()
         while array.ndim > 2 and array.shape[0] == 1:
@@ -306,6 +348,8 @@ def to_hole_mask(
         has_alpha = array.ndim == 3 and array.shape[-1] in (2, 4)
     else:
         raise ValueError(f"mask must be a PIL image, numpy array, torch tensor or path, got {type(mask).__name__}")
+    if array.dtype.kind not in "buif":  # strings, objects, complex numbers: no rule says which of them fill
+        raise ValueError(f"mask dtype must be bool, integer or float (white / nonzero = fill), got {array.dtype}")
     if array.ndim not in (2, 3):
         raise ValueError(f"mask must be 2-D (H, W) or have one channel axis, got shape {array.shape}")
     if height is not None and width is not None and array.shape[:2] != (height, width):
@@ -326,6 +370,9 @@ def to_hole_mask(
     _warn_if_nearly_full(hole, array, has_alpha)
     return hole
 
+
+_MASK_MODES_AS_STORED = {"1", "L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+"""PIL modes whose nonzero values are what the mask displays as non-black; others are converted to RGB first."""
 
 NEARLY_FULL = 0.9
 """A user mask filling more than this share of the image (but not all of it) is reported by a warning."""
@@ -363,6 +410,7 @@ def painted_hole_mask(
         layer = open_image(layer, "painted layer")
     if not isinstance(layer, Image.Image):
         raise ValueError(f"a painted layer must be a PIL image or a path, got {type(layer).__name__}")
+    _check_open(layer, "painted layer")
     if "A" in layer.getbands() or "transparency" in layer.info:
         alpha = np.asarray(layer.convert("RGBA"))[..., 3]
         if alpha.min() < 255:
@@ -416,6 +464,7 @@ def to_source(image: ImageLike) -> Source:
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image, "image")
     if isinstance(image, Image.Image):
+        _check_open(image, "image")
         return _pil_source(image)
     if isinstance(image, torch.Tensor):
         return _tensor_source(image)
@@ -482,7 +531,29 @@ def _encode(rgb: np.ndarray, like: np.ndarray, peak: float) -> np.ndarray:
     return values
 
 
+def _check_open(image: Image.Image, what: str) -> None:
+    """Read the pixels of a PIL ``image`` now, so that a closed one (``close()``, or the end of the ``with`` block
+    that opened it) is named as such instead of Pillow's "Operation on closed image" from deep inside."""
+    try:
+        image.load()
+    except ValueError as err:
+        raise ValueError(f"{what} is a closed PIL image ({err}); pass it before closing it, or open it again") from err
+    except OSError as err:  # a lazily opened file that turns out truncated or unreadable
+        raise ValueError(f"cannot read the {what} (a PIL image): {err}") from err
+
+
+def _check_tensor(tensor: torch.Tensor, what: str) -> None:
+    """A tensor whose values can be read as an array: dense, not nested, not on the meta device."""
+    if tensor.is_nested:
+        raise ValueError(f"{what} is a nested tensor; pass one (C, H, W) or (H, W) tensor per image")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"{what} is a sparse tensor ({tensor.layout}); pass a dense one (tensor.to_dense())")
+    if tensor.device.type == "meta":
+        raise ValueError(f"{what} is on the meta device and holds no values; pass a CPU or CUDA tensor")
+
+
 def _tensor_source(tensor: torch.Tensor) -> Source:
+    _check_tensor(tensor, "image tensor")
     shape = tuple(tensor.shape)
     if tensor.ndim == 4 and shape[0] == 1:
         tensor = tensor[0]
@@ -492,8 +563,6 @@ def _tensor_source(tensor: torch.Tensor) -> Source:
         array = tensor.detach()
     else:
         raise ValueError(f"image tensor must be (H, W), (C, H, W) or (1, C, H, W) with C in 1, 3, 4, got {shape}")
-    if tensor.device.type == "meta":
-        raise ValueError("image tensor is on the meta device and holds no values; pass a CPU or CUDA tensor")
     if tensor.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"image tensor dtype must be uint8 or float in [0, 1], got {tensor.dtype}")
     numpy_dtype = torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
@@ -525,6 +594,8 @@ def _pil_source(image: Image.Image) -> Source:
             out = inner.compose(patches)
             if mode == "I":
                 return Image.fromarray(out.astype(np.int32))
+            if mode in ("I;16B", "I;16L"):  # Pillow's convert() from "I;16" to these clips at 255
+                return Image.frombytes(mode, image.size, out.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
             result = Image.fromarray(out)
             return result if result.mode == mode else result.convert(mode)
 
@@ -673,6 +744,8 @@ def _writable_mode(image: Image.Image, image_format: str, name: str, notes: list
     transparent_palette = mode == "P" and "transparency" in image.info
     if mode in _HOLDS_MODES[image_format] and not (transparent_palette and image_format == "BMP"):
         return image
+    if mode in ("I;16B", "I;16L", "I;16N") and "I;16" in _HOLDS_MODES[image_format]:
+        return Image.fromarray(np.asarray(image).astype(np.uint16))  # the same values in the byte order it writes
     converted, how = _convert_for(image, image_format)
     notes.append(
         f"{image_format} cannot hold {_describe_mode(mode)} images: {name} is written as "
@@ -728,6 +801,8 @@ def _describe_mode(mode: str) -> str:
         "RGBA": "RGBA (transparent)",
         "CMYK": "CMYK",
         "I;16": "16-bit grey",
+        "I;16B": "16-bit grey",
+        "I;16L": "16-bit grey",
         "I": "32-bit integer",
         "F": "32-bit float",
         "YCbCr": "YCbCr",
@@ -784,7 +859,9 @@ def _upright_exif(like: Image.Image | dict) -> bytes | None:
 
 
 def _write_atomically(image: Image.Image, path: Path, image_format: str, options: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A short hidden name beside the file (the same file system, so the rename is atomic) that fits wherever the
+    # final name fits: a name near the 255-byte limit must not fail because of a suffix.
+    temporary = path.with_name(f".{path.stem[:32]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         image.save(temporary, format=image_format, **options)
         os.replace(temporary, path)

@@ -1,6 +1,7 @@
 """pconv_hf.images: one rule for user masks everywhere, EXIF orientation, modes the output can't hold, bombs."""
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -440,3 +441,82 @@ def test_deep_grey_reads_by_one_rule():
         eight = to_eight_bit(image)
         assert eight.mode == "L" and np.array_equal(np.asarray(eight), want), image.mode
         assert np.array_equal(np.asarray(to_rgb(image))[..., 0], want), image.mode
+
+
+# --- issue 33: 16-bit byte orders, 16-bit colour, frames, CMYK masks, long names ---------------------------------
+
+
+@pytest.mark.parametrize("mode", ["I;16B", "I;16L"])
+def test_sixteen_bit_grey_in_either_byte_order_keeps_its_values(tiny_model, tmp_path, mode):
+    """Values above 255 come back exactly outside the hole (they were clipped to 255), in the same mode, and a
+    TIFF / PNG holds them without a note."""
+    values = np.random.default_rng(0).integers(256, 65536, (64, 64)).astype(np.uint16)
+    photo = Image.frombytes(mode, (64, 64), values.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    hole = np.zeros((64, 64), bool)
+    hole[20:40, 20:40] = True
+    result = pconv_hf.inpaint(photo, hole, tiny_model)
+    assert result.mode == mode
+    np.testing.assert_array_equal(np.asarray(result).astype(np.uint16)[~hole], values[~hole])
+    for suffix in (".tif", ".png"):
+        assert save_image(result, tmp_path / f"out{suffix}") == []
+        with Image.open(tmp_path / f"out{suffix}") as written:
+            np.testing.assert_array_equal(np.asarray(written).astype(np.uint16)[~hole], values[~hole])
+
+
+def test_sixteen_bit_colour_png_says_it_is_read_at_eight_bits(tmp_path):
+    import cv2
+
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((8, 8, 3), 40000, np.uint16))
+    with pytest.warns(UserWarning, match="deep.png' has 16 bits per channel.*8 bits"):
+        image = open_image(path)
+    assert image.mode == "RGB"
+    cv2.imwrite(str(path), np.full((8, 8, 3), 200, np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_image(path)  # 8-bit colour: no warning
+
+
+def _frames(folder: Path, suffix: str) -> Path:
+    frames = [Image.fromarray(np.full((48, 64, 3), level, np.uint8)) for level in (40, 200, 120)]
+    path = folder / f"moving{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], **({"lossless": True} if suffix == ".webp" else {}))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp", ".tif"])
+def test_multi_frame_files_give_the_first_frame_and_say_so(tmp_path, suffix):
+    path = _frames(tmp_path, suffix)
+    with pytest.warns(UserWarning, match=r"moving\..* has 3 frames.*only the first frame"):
+        image = open_image(path)
+    assert np.asarray(image.convert("RGB"))[0, 0].tolist() == [40, 40, 40]
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [lambda image: image.convert("CMYK"), lambda image: image.convert("YCbCr"), lambda image: image.convert("RGBX")],
+    ids=["CMYK", "YCbCr", "RGBX"],
+)
+def test_masks_in_other_colour_encodings_read_as_displayed(tmp_path, convert):
+    """White (on display) fills and black does not, whatever the mode stores: CMYK's white is ink (0, 0, 0, 0)."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:30, 20:50] = 255
+    shown = convert(Image.fromarray(mask).convert("RGB"))
+    np.testing.assert_array_equal(to_hole_mask(shown), mask > 0)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_cmyk_mask_files_read_as_displayed(tmp_path, suffix):
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:30, 20:50] = 255
+    path = tmp_path / f"mask{suffix}"
+    Image.fromarray(mask).convert("CMYK").save(path, **({"quality": 100} if suffix == ".jpg" else {}))
+    hole = to_hole_mask(path)
+    assert hole[12:28, 22:48].all() and not hole[:5].any() and not hole[35:].any()  # JPEG edges may fill
+
+
+def test_save_image_name_near_the_length_limit(tmp_path):
+    """A 250-character name fits the file system, so its temporary name must too."""
+    path = tmp_path / ("n" * 246 + ".png")
+    assert save_image(Image.new("RGB", (4, 4)), path) == []
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

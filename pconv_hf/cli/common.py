@@ -35,9 +35,21 @@ def fail(prog: str, error: BaseException | str) -> NoReturn:
     sys.exit(1)
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl+C (128 + SIGINT), as shells report it."""
+
+
+def interrupted(prog: str, error: KeyboardInterrupt) -> NoReturn:
+    """``prog: interrupted[: what was done]`` on stderr and exit status 130; a ``KeyboardInterrupt`` raised with
+    a message (what was written, how to go on) carries it here."""
+    print(f"{prog}: interrupted{f': {error}' if str(error) else ''}", file=sys.stderr)
+    sys.exit(INTERRUPTED)
+
+
 def run(prog: str, command: Callable[[], object]) -> None:
     """Run ``command``; a :class:`CliError`, ``ValueError`` or ``OSError`` (missing file, no permission, disk
-    full, ...) or running out of memory ends the program in one line, and warnings print as one line each."""
+    full, ...) or running out of memory ends the program in one line, and warnings print as one line each.
+    Ctrl+C ends it with :func:`interrupted` (exit status 130)."""
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"{prog}: warning: {message}", file=sys.stderr)
@@ -48,12 +60,18 @@ def run(prog: str, command: Callable[[], object]) -> None:
             command()
     except (CliError, ValueError, OSError) as error:
         fail(prog, error)
+    except KeyboardInterrupt as error:
+        interrupted(prog, error)
     except (MemoryError, torch.OutOfMemoryError) as error:
         fail(
             prog,
             f"out of memory ({str(error).splitlines()[0] if str(error) else type(error).__name__}); use "
             "smaller sizes or batches, or a device with more memory",
         )
+
+
+PORT = (0, 65535)
+"""The TCP port range a ``--port`` flag takes (0: a free port picked by the system)."""
 
 
 def int_range(low: int, high: int, why: str = "") -> Callable[[str], int]:
@@ -84,7 +102,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, *, dtype_default: str
         "--dtype",
         default=dtype_default,
         choices=DTYPE_CHOICES,
-        help="precision of the network (auto: bf16 where the device has it natively, else float32)",
+        help="precision of the network's forward pass (auto: bfloat16 where the device has it natively, else float32; "
+        "float16: half precision, for GPUs (on a CPU it runs, about 3x slower than float32))",
     )
 
 

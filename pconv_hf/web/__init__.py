@@ -16,9 +16,10 @@ import hashlib
 import http.server
 import json
 import os
+import secrets
 import shutil
 import sys
-import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -206,38 +207,88 @@ def manifest(model_path: Path, quantize: str | None) -> dict[str, Any]:
 # --- the folder --------------------------------------------------------------------------------------------
 
 
+def page_names() -> set[str]:
+    """The names a web folder holds at its top level (page files, ``ort/``, the model and its manifest)."""
+    return {path.name for path in STATIC.iterdir() if path.is_file()} | {"ort", MODEL_FILE, MANIFEST_FILE}
+
+
+def check_web_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` (symlinks resolved) if :func:`build_web` may write it: missing, empty, or holding only what a
+    web folder holds (an earlier build, complete or cut short). Check before a long export.
+
+    Raises:
+        ValueError: when it is a file or holds anything else.
+    """
+    try:
+        out = Path(out_dir).resolve()
+    except RuntimeError as err:  # Python 3.11: a symlink loop
+        raise ValueError(f"{str(out_dir)!r} is not a usable path ({err})") from None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{str(out_dir)!r} is a file; give a new or empty folder for the page")
+    if out.is_dir():
+        others = sorted(path.name for path in out.iterdir() if path.name not in page_names())
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise ValueError(
+                f"{str(out_dir)!r} is not an earlier pconv web folder (it holds {shown}); give a new or empty folder"
+            )
+    return out
+
+
 def build_web(
     onnx_file: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     quantize: str | None = None,
     ort_dist_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the static page for ``onnx_file`` (a pconv-export file) into ``out_dir``.
 
-    ``out_dir`` must be missing, empty, or a folder this function wrote before (it holds ``model.json``); its
-    page, runtime and model are then replaced. Returns ``out_dir`` as a ``Path``.
+    ``out_dir`` must be missing, empty, or a folder this function wrote before (:func:`check_web_folder`, also one
+    cut short by an older version); it is then replaced as a whole. The folder is built beside it under a hidden
+    temporary name and renamed into place when complete, so a failure (a full disk, Ctrl+C) leaves ``out_dir`` as
+    it was. ``log`` receives a line before each long step. Returns ``out_dir`` as a ``Path``.
     """
-    out = Path(out_dir)
+    say = log or (lambda message: None)
+    out = check_web_folder(out_dir)
     runtime = ort_dist(ort_dist_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
-        raise ValueError(
-            f"{str(out)!r} exists and is not an earlier pconv web folder (no {MANIFEST_FILE}); "
-            "give a new or empty folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as scratch:
-        staged = Path(scratch) / MODEL_FILE
-        write_web_model(Path(onnx_file), staged, quantize)
-        os.replace(staged, out / MODEL_FILE)
-    for page_file in sorted(STATIC.iterdir()):
-        if page_file.is_file():
-            shutil.copyfile(page_file, out / page_file.name)
-    (out / "ort").mkdir(exist_ok=True)
-    for name in ORT_FILES:
-        shutil.copyfile(runtime / name, out / "ort" / name)
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest(out / MODEL_FILE, quantize), indent=2) + "\n")
-    return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which makes it private): the page must stay readable by a web server after the rename.
+    staging = out.parent / f".{out.name[:32]}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()
+    try:
+        say(f"Storing the model's weights as {quantize or 'float16'} ...")
+        write_web_model(Path(onnx_file), staging / MODEL_FILE, quantize)
+        say("Copying the page and ONNX Runtime Web ...")
+        for page_file in sorted(STATIC.iterdir()):
+            if page_file.is_file():
+                shutil.copyfile(page_file, staging / page_file.name)
+        (staging / "ort").mkdir()
+        for name in ORT_FILES:
+            shutil.copyfile(runtime / name, staging / "ort" / name)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest(staging / MODEL_FILE, quantize), indent=2) + "\n")
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Path(out_dir)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Rename the complete ``staging`` folder to ``out``; an existing ``out`` (checked by :func:`check_web_folder`)
+    is moved aside first and deleted after."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.parent / f".{out.name[:32]}.{secrets.token_hex(4)}.old"
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- serving -----------------------------------------------------------------------------------------------
