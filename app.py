@@ -16,14 +16,17 @@ import argparse
 import hashlib
 import inspect
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from PIL import Image
 import pconv_hf
 from pconv_hf import PConvUNet, images
 from pconv_hf.cli.common import CliError, add_runtime_arguments, fail
+from pconv_hf.engines import choose_engine, network_for
 from pconv_hf.inpainting import grow_mask
 from pconv_hf.runtime import parse_device
 
@@ -51,12 +55,17 @@ STRATEGY_LABELS = {
 DEFAULT_STRATEGY = inspect.signature(pconv_hf.inpainting.inpaint).parameters["strategy"].default
 STRATEGY_VALUES = typing.get_args(pconv_hf.inpainting.Strategy)
 STRATEGIES = [(STRATEGY_LABELS.get(value, value), value) for value in STRATEGY_VALUES]
+# inpaint()'s own default for its texture stage (copy the hole's fine detail from the photo), read, never repeated.
+DEFAULT_TEXTURE = inspect.signature(pconv_hf.inpainting.inpaint).parameters["texture"].default
 DEFAULT_DILATE = 4
 MAX_DILATE = 64
 DEFAULT_MAX_MEGAPIXELS = 40.0
 HISTORY_STEPS = 20  # fills a session can undo
 HISTORY_MEGABYTES = 2048  # disk one session's history may take; the oldest states go first (never the current)
 SESSION_IDLE_SECONDS = 3600  # histories of sessions unused this long are removed (API clients never "close")
+MAX_SESSIONS = 64  # histories kept; beyond, the least recently used one is removed (memory and disk level off)
+DECODED_SESSIONS = 2  # histories that keep their current state decoded in memory (the others read it from disk)
+BUSY_SECONDS = 600  # a request waits this long for the one before it in the same session, then gives up
 IMAGE_BUTTONS = ["download", "fullscreen"]
 # Big photos stay on the server; the page gets copies. The editor's copy, to paint on: the page sends the editor's
 # canvas back as PNGs on every Inpaint (background, painted layer and composite), which takes about 1 s per
@@ -97,8 +106,52 @@ def model_sources(specs: list[str], models_dir: str | Path | None = None) -> dic
 
 
 def load_models(sources: Mapping[str, str], device: str | torch.device | None = None) -> dict[str, PConvUNet]:
-    """Load every model once, at startup, so a bad path fails now rather than on someone's first click."""
-    return {name: pconv_hf.load_model(source, device=device) for name, source in sources.items()}
+    """Load every model once, at startup, so a bad path fails now rather than on someone's first click.
+
+    Raises:
+        ValueError: naming the model that could not be loaded (one broken folder among many).
+    """
+    models = {}
+    for name, source in sources.items():
+        try:
+            models[name] = pconv_hf.load_model(source, device=device)
+        except (ValueError, OSError, RuntimeError) as err:
+            raise ValueError(f"could not load the model {source!r}: {err}") from err
+    return models
+
+
+def check_settings(
+    max_megapixels: float,
+    history_steps: int,
+    history_megabytes: int,
+    concurrency: int = 1,
+    *,
+    max_sessions: int = MAX_SESSIONS,
+    flags: bool = False,
+) -> None:
+    """Refuse settings that would turn a limit off or hang the app (NaN, negative, zero workers).
+
+    Raises:
+        ValueError: naming the setting (as a command-line flag when ``flags``) and its value.
+    """
+    names = {"history_megabytes": "history_mb"} if flags else {}
+
+    def name(setting: str) -> str:
+        return f"--{names.get(setting, setting)}" if flags else setting
+
+    def is_number(value) -> bool:
+        return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not is_number(max_megapixels) or max_megapixels <= 0:
+        raise ValueError(f"{name('max_megapixels')} must be a number of megapixels above 0, not {max_megapixels!r}")
+    for setting, value, low in [
+        ("history_steps", history_steps, 0),
+        ("history_megabytes", history_megabytes, 0),
+        ("concurrency", concurrency, 1),
+        ("max_sessions", max_sessions, 1),
+    ]:
+        if not is_number(value) or int(value) != value or value < low:
+            raise ValueError(f"{name(setting)} must be a whole number from {low}, not {value!r}")
 
 
 # --- messages for the person -------------------------------------------------------------------------------
@@ -115,6 +168,15 @@ def user_error(message: str) -> gr.Error:
     message = _PATH.sub(r"\1", message)
     LOG.warning("refused: %s", message)
     return gr.Error(message, print_exception=False)
+
+
+class Notice(gr.Error):
+    """Something harmless to tell the person ("Nothing is painted", "Nothing to undo"): the events show it as a
+    warning toast and leave every output as it is (:meth:`Events.noted`); outside them, an error like any other."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_exception=False)
+        self.text = message
 
 
 def check_size(size: tuple[int, int], max_megapixels: float) -> None:
@@ -141,6 +203,28 @@ def open_photo(path: str | Path) -> tuple[Image.Image, dict]:
         raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG, WebP or HEIC image.") from err
     metadata = {key: opened.info[key] for key in ("icc_profile", "exif") if opened.info.get(key)}
     return images.to_eight_bit(opened), metadata
+
+
+_BOMB = re.compile(r"Image size \((\d+) pixels\)")  # Pillow's decompression-bomb error, which gives no width
+
+
+def read_photo(path: str | Path, max_megapixels: float) -> tuple[Image.Image, dict]:
+    """:func:`open_photo`, after checking the file's size from its header: a 20000×20000 PNG is refused with its
+    size and the limit before it is decoded (1.2 GB), an empty or non-image file with what it is."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise user_error(f"The uploaded photo {Path(path).name} is an empty file (0 bytes). Upload the photo again.")
+    try:
+        size = images.displayed_size(path, "photo")
+    except ValueError as err:
+        pixels = _BOMB.search(str(err))
+        if pixels:
+            raise user_error(
+                f"The photo has {int(pixels[1]) / 1e6:.3g} megapixels; this app takes photos up to "
+                f"{max_megapixels:g} megapixels. Downscale it and try again."
+            ) from err
+        raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG, WebP or HEIC image.") from err
+    check_size(size, max_megapixels)
+    return open_photo(path)
 
 
 # --- masks: painted, loaded, scaled ------------------------------------------------------------------------
@@ -187,15 +271,21 @@ def paint_layer(hole_mask: np.ndarray) -> Image.Image:
     return Image.fromarray(layer, "RGBA")
 
 
-@dataclass
 class ProposedMask:
     """A full-size mask put on the page as paint (a loaded mask file, the last mask, a selection).
 
     Painting keeps the full-size mask where its paint stays, and adds what is painted beyond it; erasing removes.
+    Kept as bits (a 12-MP mask: 1.5 MB, not 12 MB), as every session may hold one.
     """
 
-    full: np.ndarray  # bool (H, W) at the photo's size
-    shown: np.ndarray  # bool, at the editor copy's size: the paint the page got
+    def __init__(self, full: np.ndarray, shown: np.ndarray) -> None:
+        self.shape, self.bits = full.shape, np.packbits(full, axis=None)
+        self.shown = shown  # bool, at the editor copy's size: the paint the page got
+
+    @property
+    def full(self) -> np.ndarray:
+        """Bool (H, W) at the photo's size."""
+        return np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).view(bool)
 
     def hole(self, painted: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """The full-size hole for ``painted`` (the editor's paint, at the copy's size)."""
@@ -220,12 +310,18 @@ class Inpainting:
     painted: np.ndarray | None = None  # bool: the area asked for, before growing (what "Reuse last mask" reuses)
 
 
-def check_options(strategy: str | None, dilate: int, model_name: str | None, models: Mapping) -> str:
-    """Refuse options the page cannot send; returns the model's name (the first when None)."""
+def check_options(
+    strategy: str | None, dilate: int, model_name: str | None, models: Mapping, texture: bool | None = None
+) -> str:
+    """Refuse options the page cannot send (API calls can send anything); returns the model's name (the first when
+    None). Every option the page offers is checked here, not by its Gradio component (see :func:`raw_input`)."""
     if strategy is not None and strategy not in STRATEGY_VALUES:
         raise user_error(f"Unknown strategy {strategy!r}; use {', '.join(map(repr, STRATEGY_VALUES))}.")
-    if not 0 <= int(dilate) <= MAX_DILATE or int(dilate) != dilate:
-        raise user_error(f"The mask can grow by a whole number of pixels from 0 to {MAX_DILATE}, not {dilate}.")
+    if texture is not None and not isinstance(texture, bool | np.bool_):
+        raise user_error(f"Texture from the photo is true or false, not {texture!r}.")
+    number = isinstance(dilate, int | float | np.number) and not isinstance(dilate, bool) and math.isfinite(dilate)
+    if not number or not 0 <= dilate <= MAX_DILATE or int(dilate) != dilate:
+        raise user_error(f"The mask can grow by a whole number of pixels from 0 to {MAX_DILATE}, not {dilate!r}.")
     if model_name is None:
         model_name = next(iter(models))
     if model_name not in models:
@@ -239,20 +335,22 @@ def fill(
     strategy: str | None = None,
     dilate: int = DEFAULT_DILATE,
     model_name: str | None = None,
+    texture: bool | None = None,
     *,
     models: Mapping[str, PConvUNet],
     dtype: str = "auto",
 ) -> Inpainting:
     """Fill ``hole_mask`` (bool, the photo's size, True = fill) grown by ``dilate`` pixels, with inpaint()'s
-    defaults for everything the page does not choose (``strategy`` None: inpaint()'s own default)."""
+    defaults for everything the page does not choose (``strategy`` or ``texture`` None: inpaint()'s own default)."""
     start = time.perf_counter()
-    model_name = check_options(strategy, dilate, model_name, models)
+    model_name = check_options(strategy, dilate, model_name, models, texture)
     if not hole_mask.any():
-        raise user_error("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
+        raise Notice("Nothing is painted. Pick the brush, paint over what should go, then press Inpaint.")
     painted, hole_mask = hole_mask, grow_mask(hole_mask, int(dilate))  # here, so the mask shown is the mask used
     mask = Image.fromarray(hole_mask.view(np.uint8) * 255, "L")
     photo = images.simplest_mode(photo)
-    options = {"dtype": dtype} if strategy is None else {"dtype": dtype, "strategy": strategy}
+    options = {"dtype": dtype} | ({} if strategy is None else {"strategy": strategy})
+    options |= {} if texture is None else {"texture": bool(texture)}
     try:
         result = pconv_hf.inpaint(photo, mask, model=models[model_name], **options)
     except ValueError as err:
@@ -269,6 +367,7 @@ def predict(
     strategy: str | None = None,
     dilate: int = DEFAULT_DILATE,
     model_name: str | None = None,
+    texture: bool | None = None,
     *,
     models: Mapping[str, PConvUNet],
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
@@ -283,12 +382,14 @@ def predict(
         strategy: one of STRATEGY_VALUES (see :func:`pconv_hf.inpainting.inpaint`); None: inpaint()'s default.
         dilate: grow the painted area by this many pixels (covers halos and the brush's soft edge).
         model_name: a key of ``models``; the first one when None.
+        texture: copy the hole's fine detail from the photo's own known pixels after the network fills (as
+            ``inpaint(texture=...)``); None: inpaint()'s default.
         dtype: the network's precision, as ``inpaint(dtype=...)`` ("auto": bf16 where the device has it natively).
     """
     photo = (editor_value or {}).get("background")
     check_photo(photo, max_megapixels)
     hole_mask = painted_area(editor_value.get("layers") or [], photo.size)
-    return fill(photo, hole_mask, strategy, dilate, model_name, models=models, dtype=dtype)
+    return fill(photo, hole_mask, strategy, dilate, model_name, texture, models=models, dtype=dtype)
 
 
 def check_photo(photo: Image.Image | None, max_megapixels: float) -> None:
@@ -333,9 +434,7 @@ def select_object(
     width, height = photo.size
     left, top, right, bottom = box
     if right - left < 4 or bottom - top < 4:
-        raise user_error(
-            "Drag the brush across the object from one corner to the opposite corner first (that is the box)."
-        )
+        raise Notice("Drag the brush across the object from one corner to the opposite corner first (that is the box).")
     scale = min(1.0, SELECT_SIDE / max(width, height))
     work_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     pixels = np.asarray(photo.convert("RGB").resize(work_size, Image.Resampling.BOX))
@@ -350,6 +449,12 @@ def select_object(
     for label, mark in marks.items():
         if mark is not None and mark.any():
             seeds[shrink_mask(mark, work_size)] = label
+    if not ((seeds == cv2.GC_BGD) | (seeds == cv2.GC_PR_BGD)).any() or not (seeds % 2 == 1).any():
+        # GrabCut needs some of each to learn the two colour models (else cv2.error, "!bgdSamples.empty()").
+        raise user_error(
+            "Nothing is left to tell the object from: the paint marks the whole photo as the object (white) or as "
+            "not the object (black). Drag a box across the object only, or dot less, and try again."
+        )
     background_model, object_model = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(
         cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), seeds, None, background_model, object_model, iterations,
@@ -427,7 +532,9 @@ class History:
     """The states of one session's photo on disk: Undo / Redo move ``position``; a fill drops the redo branch.
 
     Bounded: at most ``max_steps`` fills back and ``max_bytes`` of files (the oldest states go first; the current
-    state and the uploaded photo's before-copy stay). ``close()`` removes the folder.
+    state and the uploaded photo's before-copy stay). ``close()`` removes the folder. Its memory: the current state
+    decoded (dropped by :meth:`Sessions.get` once other sessions were used since), a proposal as bits; the last
+    fill's mask is on disk. One request at a time changes it: the events hold ``lock``.
     """
 
     folder: Path
@@ -438,8 +545,10 @@ class History:
     metadata: dict = field(default_factory=dict)  # the upload's ICC profile and EXIF, for the downloads
     before: Path | None = None  # the uploaded photo, at most SCREEN_SIDE
     proposal: ProposedMask | None = None  # a mask put on the page as paint, for the next fill
-    last_mask: np.ndarray | None = None  # the last fill's area before growing (full size), kept across photos
     used: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Names this history in its tokens: a token of another (an earlier server, a removed session) is told apart.
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _image: Image.Image | None = None  # the current state, decoded
     _serial: int = 0
 
@@ -451,6 +560,23 @@ class History:
         """The current state when ``token`` names it (the page shows it), else None."""
         current = self.current
         return current if current is not None and token == current.token else None
+
+    def issued(self, token: str | None) -> bool:
+        """Whether ``token`` names a state of this history, current or not (one that another request replaced)."""
+        prefix = f"{self.folder.name}:{self.instance}:"
+        serial = token[len(prefix) :] if isinstance(token, str) and token.startswith(prefix) else ""
+        return serial.isdigit() and int(serial) <= self._serial
+
+    @property
+    def last_mask_file(self) -> Path:
+        return self.folder / "last-mask.png"
+
+    def last_mask(self) -> np.ndarray | None:
+        """The last fill's area before growing (bool, full size), kept on disk across photos; None before any."""
+        if not self.last_mask_file.is_file():
+            return None
+        with Image.open(self.last_mask_file) as mask:
+            return np.asarray(mask.convert("L")) > 0
 
     def start(self, photo: Image.Image, metadata: dict, upload: str | Path | None = None) -> Step:
         """A new photo: forget every state, keep its file (``upload``, else a lossless copy of ``photo``)."""
@@ -488,7 +614,8 @@ class History:
         self.steps[self.position + 1 :] = [step]
         self.position = len(self.steps) - 1
         self._image, self.proposal = done.result, None
-        self.last_mask = np.asarray(done.mask) > 0 if done.painted is None else done.painted
+        painted = np.asarray(done.mask) > 0 if done.painted is None else done.painted
+        Image.fromarray(painted).save(self.last_mask_file)  # mode "1": a few kB
         return step
 
     def write(self, step: Step, done: Inpainting) -> None:
@@ -512,6 +639,10 @@ class History:
         if self._image is None:
             self._image, _ = open_photo(self.current.photo)
         return self._image
+
+    def forget_image(self) -> None:
+        """Free the decoded current state (read from its file again when needed)."""
+        self._image = None
 
     def trim(self) -> None:
         def size(step: Step) -> int:
@@ -538,7 +669,7 @@ class History:
         self._serial += 1
         folder = self.folder / f"step-{self._serial:04d}"
         folder.mkdir(parents=True)
-        token = f"{self.folder.name}:{self._serial}"
+        token = f"{self.folder.name}:{self.instance}:{self._serial}"
         return Step(token, folder, folder / "inpainted.png", folder / "copy", folder / "shown", (0, 0))
 
     def _add_copies(self, step: Step, image: Image.Image) -> None:
@@ -554,38 +685,75 @@ def save_download(image: Image.Image, path: Path, metadata: dict) -> None:
 
 
 class Sessions:
-    """One :class:`History` per browser session (``gr.Request.session_hash``), each in a folder under ``root``."""
+    """One :class:`History` per browser session (``gr.Request.session_hash``), each in a folder under ``root``.
 
-    def __init__(self, root: Path, max_steps: int = HISTORY_STEPS, max_megabytes: int = HISTORY_MEGABYTES) -> None:
+    Bounded, so that the server's memory and disk level off however many sessions come: at most ``max_sessions``
+    histories (the least recently used one beyond is removed, as after SESSION_IDLE_SECONDS unused), and only the
+    ``decoded`` most recently used keep their current state decoded in memory. A history in use (its lock held) is
+    never removed.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        max_steps: int = HISTORY_STEPS,
+        max_megabytes: int = HISTORY_MEGABYTES,
+        max_sessions: int = MAX_SESSIONS,
+        decoded: int = DECODED_SESSIONS,
+    ) -> None:
         self.root, self.max_steps, self.max_bytes = Path(root), max_steps, max_megabytes << 20
-        self.histories: dict[str, History] = {}
+        self.max_sessions, self.decoded = max_sessions, decoded
+        self.histories: dict[str, History] = {}  # least recently used first
+        self._lock = threading.Lock()  # requests of different sessions run in different threads
 
     def get(self, request: gr.Request | None) -> History:
         key = getattr(request, "session_hash", None) or uuid.uuid4().hex  # a bare HTTP call: its own history
-        self.sweep()
-        history = self.histories.get(key)
-        if history is None:
-            folder = self.root / f"session-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-            history = self.histories[key] = History(folder, self.max_steps, self.max_bytes)
-        history.used = time.time()
+        with self._lock:
+            history = self.histories.pop(key, None)
+            if history is None:
+                folder = self.root / f"session-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+                history = History(folder, self.max_steps, self.max_bytes)
+            self.histories[key] = history  # now the most recently used
+            history.used = time.time()
+            self._sweep(keep=history)
         return history
 
     def close(self, request: gr.Request | None) -> None:
         """The session ended (its tab was closed): its files go at once."""
-        history = self.histories.pop(getattr(request, "session_hash", None) or "", None)
+        with self._lock:
+            history = self.histories.pop(getattr(request, "session_hash", None) or "", None)
         if history is not None:
-            history.close()
+            with history.lock:
+                history.close()
 
     def sweep(self, idle_seconds: float = SESSION_IDLE_SECONDS) -> None:
-        for key, history in list(self.histories.items()):
-            if time.time() - history.used > idle_seconds:
-                self.histories.pop(key).close()
+        with self._lock:
+            self._sweep(idle_seconds)
+
+    def _sweep(self, idle_seconds: float = SESSION_IDLE_SECONDS, keep: History | None = None) -> None:
+        """Remove idle histories and the least recently used beyond ``max_sessions``; forget decoded states."""
+        now, excess = time.time(), len(self.histories) - self.max_sessions
+        for key, history in list(self.histories.items()):  # least recently used first
+            if history is keep or not history.lock.acquire(blocking=False):
+                continue  # in use: its request goes on
+            try:
+                if excess > 0 or now - history.used > idle_seconds:
+                    del self.histories[key]
+                    history.close()
+                    excess -= 1
+            finally:
+                history.lock.release()
+        for history in list(self.histories.values())[: max(0, len(self.histories) - self.decoded)]:
+            if history is not keep and history.lock.acquire(blocking=False):
+                history.forget_image()
+                history.lock.release()
 
 
 # --- Gradio 6.31 work-arounds, in one place ----------------------------------------------------------------
 
 GRADIO_MEASURED = "6.31.0"  # the Gradio version the work-arounds below were measured on (tests/test_browser.py)
 COPY_JS = "(value) => value"  # a frontend-only event that copies one component's value into another
+COPY_TWICE_JS = "(value) => [value, value]"  # the same, into two components
 # The editor's own stroke Undo / Redo buttons are renamed, so the page's Undo / Redo (of fills) are the only buttons
 # named exactly that (Gradio sets their aria-label once, when the toolbar is drawn).
 RENAME_JS = """() => {
@@ -610,7 +778,7 @@ class EditorRelay:
        as PNGs and uploading them again (7 times per click for a photo loaded by the server). So the visible
        ``editor`` takes part in no server event: :meth:`send` copies its value into the hidden ``relay`` in the
        browser (a frontend-only event: no status, no re-reads) before a server event reads the relay, and
-       :meth:`show` copies the relay back after a server event wrote it.
+       :meth:`show` copies the hidden ``reply`` (what the server event wrote) back into it.
     2. **canvas_size=(8, 8).** Gradio positions layers loaded with a value (the examples, a loaded mask, a
        selection) inside the canvas it had before the photo arrived; a canvas smaller than any photo keeps them
        aligned.
@@ -624,9 +792,19 @@ class EditorRelay:
        "Redo stroke", so the page's own Undo / Redo (of fills) are the only ones named exactly that.
     5. **No upload fingerprint any more**: the page says which state its editor shows with the state's token
        (a hidden textbox the server sets), so a photo sent through the API is never mistaken for the session's.
+    6. **Read by one component, written by another** (``relay`` in, ``reply`` out). When an event returns an update
+       for an output (``gr.skip()``, as every harmless note does), Gradio re-creates that component for the session
+       from its constructor arguments (``Blocks.postprocess_data``), and the re-created one reads with Gradio's own
+       preprocess, not :meth:`_read`: after one "Nothing is painted" every later photo of that session sent through
+       the API was decoded by Gradio (EXIF orientation ignored, 16-bit clipped, an unreadable file a traceback).
+       So the relay, whose preprocess is wrapped, is never an output of a server event (nor is any
+       :func:`raw_input` component, but for the photo box an example fills with a value, never an update);
+       :meth:`send` copies the editor into both, so that a note, which leaves the reply as it is, hands the editor
+       back its own paint.
     """
 
-    def __init__(self, **editor_options) -> None:
+    def __init__(self, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, **editor_options) -> None:
+        self.max_megapixels = max_megapixels
         if gr.__version__ != GRADIO_MEASURED:
             LOG.info("Gradio %s: the editor work-arounds were measured on %s", gr.__version__, GRADIO_MEASURED)
         self.editor = gr.ImageEditor(canvas_size=(8, 8), **editor_options)
@@ -635,15 +813,19 @@ class EditorRelay:
         )
         self._preprocess = self.relay.preprocess
         self.relay.preprocess = self._read
+        # What server events write for the editor (never read by the server: its preprocess may be Gradio's).
+        self.reply = gr.ImageEditor(
+            label="Photo and painted layers", type="pil", image_mode="RGBA", format="png", visible=False
+        )
 
     def send(self, trigger: Callable) -> gr.events.Dependency:
-        """``trigger`` (e.g. ``button.click``) copies the editor into the relay; chain the server event with
-        ``.then(...)`` reading the relay."""
-        return trigger(None, js=COPY_JS, inputs=self.editor, outputs=self.relay)
+        """``trigger`` (e.g. ``button.click``) copies the editor into the relay and the reply; chain the server
+        event with ``.then(...)`` reading the relay and writing the reply."""
+        return trigger(None, js=COPY_TWICE_JS, inputs=self.editor, outputs=[self.relay, self.reply])
 
     def show(self, dependency: gr.events.Dependency) -> gr.events.Dependency:
-        """After ``dependency`` succeeded, the relay's value (written by the server) goes into the editor."""
-        return dependency.success(None, js=COPY_JS, inputs=self.relay, outputs=self.editor)
+        """After ``dependency`` succeeded, the reply's value (written by the server) goes into the editor."""
+        return dependency.success(None, js=COPY_JS, inputs=self.reply, outputs=self.editor)
 
     def rename_stroke_buttons(self, demo: gr.Blocks) -> None:
         demo.load(None, js=RENAME_JS)
@@ -659,8 +841,32 @@ class EditorRelay:
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise user_error(f"Could not read the uploaded photo ({err}). Use a PNG, JPEG or WebP image.") from err
         if path:
-            value["background"], _ = open_photo(path)
+            photo, metadata = read_photo(path, self.max_megapixels)
+            photo.info.update(metadata)  # kept for the downloads of a stateless /inpaint (Events.photo_and_hole)
+            value["background"] = photo
         return value
+
+
+def raw_input(component: gr.components.Component) -> gr.components.Component:
+    """Hand ``component``'s value to the event as sent, unchecked: the event checks it (:func:`check_options`,
+    :meth:`Events.upload`) with the app's one-line messages. (Gradio's own checks of a slider's range, a radio's or
+    dropdown's choices and an uploaded image's format raise errors that print a traceback on the server, and
+    TypeErrors for ``None`` or text where a number belongs.) A file is handed over as its path."""
+
+    gradio_preprocess = component.preprocess
+
+    def preprocess(payload):
+        if not hasattr(payload, "path"):
+            return payload  # a number, a choice
+        if payload.path:
+            return payload.path
+        try:  # an image sent inline (a data: URL), written to a file by Gradio
+            return gradio_preprocess(payload)
+        except Exception as err:  # whatever Gradio raises for a file it cannot read: the person's problem
+            raise user_error(f"Could not read the uploaded file ({err}).") from err
+
+    component.preprocess = preprocess
+    return component
 
 
 # --- the events --------------------------------------------------------------------------------------------
@@ -676,6 +882,7 @@ def examples() -> list[dict]:
 
 
 Shown = tuple  # (result shown, summary, downloads, (before, after), mask shown, editor value, step token)
+SHOWN_OUTPUTS = 7
 
 
 @dataclass
@@ -688,23 +895,47 @@ class Events:
     dtype: str = "auto"
     example_values: list[dict] = field(default_factory=examples)
 
+    @staticmethod
+    @contextmanager
+    def locked(history: History) -> Iterator[None]:
+        """Hold ``history`` for one request: one session's history changes one step at a time, whatever
+        ``--concurrency`` (a second request of the session waits for the first)."""
+        if not history.lock.acquire(timeout=BUSY_SECONDS):
+            raise user_error("This session is still busy with an earlier request; try again when it is done.")
+        try:
+            yield
+        finally:
+            history.lock.release()
+
+    @staticmethod
+    def noted(note: Notice, outputs: int) -> tuple:
+        """A harmless message as a warning toast; every output left as it is."""
+        LOG.info("note: %s", note.text)
+        gr.Warning(note.text)
+        return (gr.skip(),) * outputs
+
     def upload(self, photo: str | None, request: gr.Request | None = None) -> tuple:
         """A photo file dropped in the photo box: a new history; (editor value, step token, the outputs cleared)."""
         history = self.sessions.get(request)
-        if photo is None:
-            history.clear()
-            return None, "", None, "", None, None, None
-        path = photo
-        photo, metadata = open_photo(path)
-        check_size(photo.size, self.max_megapixels)
-        step = history.start(photo, metadata, upload=path)
-        return self.editor_value(step), step.token, None, "", None, None, None
+        with self.locked(history):
+            if photo is None:
+                history.clear()
+                return None, "", None, "", None, None, None
+            path = photo
+            photo, metadata = read_photo(path, self.max_megapixels)
+            step = history.start(photo, metadata, upload=path)
+            return self.editor_value(step), step.token, None, "", None, None, None
 
     def example(self, index: int, request: gr.Request | None = None) -> tuple:
         """An example: a new history, the editor gets the photo and its painted layer; (editor, token, photo)."""
+        count = len(self.example_values)
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < count:
+            raise user_error(f"There is no example {index!r}; the examples are numbered 0 to {count - 1}.")
         value = self.example_values[index]
         photo, metadata = open_photo(value["background"])
-        step = self.sessions.get(request).start(photo, metadata, upload=value["background"])
+        history = self.sessions.get(request)
+        with self.locked(history):
+            step = history.start(photo, metadata, upload=value["background"])
         # (Opened, not paths: Gradio only serves files from its own folders.) The examples are small: the editor
         # shows the photo itself.
         opened = {"background": photo, "layers": [Image.open(layer) for layer in value["layers"]], "composite": None}
@@ -717,25 +948,34 @@ class Events:
         dilate: int = DEFAULT_DILATE,
         model_name: str | None = None,
         step_token: str | None = None,
+        texture: bool | None = DEFAULT_TEXTURE,
         request: gr.Request | None = None,
     ) -> Iterator[Shown]:
         """One press of Inpaint. Yields what is shown (downloads None while the full-size PNGs are written), then
-        again with the downloads; the last yield is complete (what API clients get).
+        again with the downloads; the last yield is complete (what API clients get). ``texture``: "Texture from the
+        photo" (None: inpaint()'s default).
 
         ``step_token`` names the state the editor shows (its background a copy of that state): the fill works on
         that state at full size. Without it (API calls), the editor value's background is a new photo; a token of a
         state the session no longer has is refused.
         """
         history = self.sessions.get(request)
-        photo, hole_mask = self.photo_and_hole(history, editor_value, step_token)
-        done = fill(photo, hole_mask, strategy, dilate, model_name, models=self.models, dtype=self.dtype)
-        step = history.push(done)
-        shown = self.shown(history, step)
-        big = max(done.result.size) > SCREEN_SIDE
-        if big:
-            yield (*shown[:1], f"{done.summary} · writing the full-size PNGs…", None, *shown[3:])
-        history.write(step, done)
-        yield self.shown(history, step)
+        with self.locked(history):  # held until the downloads are written and handed over (Gradio closes the
+            try:  # generator of a cancelled request, which releases it)
+                photo, hole_mask = self.photo_and_hole(history, editor_value, step_token)
+                done = fill(
+                    photo, hole_mask, strategy, dilate, model_name, texture, models=self.models, dtype=self.dtype
+                )
+            except Notice as note:
+                yield self.noted(note, SHOWN_OUTPUTS)
+                return
+            step = history.push(done)
+            shown = self.shown(history, step)
+            big = max(done.result.size) > SCREEN_SIDE
+            if big:
+                yield (*shown[:1], f"{done.summary} · writing the full-size PNGs…", None, *shown[3:])
+            history.write(step, done)
+            yield self.shown(history, step)
 
     def photo_and_hole(
         self, history: History, editor_value: dict | None, step_token: str | None
@@ -745,15 +985,23 @@ class Events:
         editor_value = editor_value or {}
         layers = editor_value.get("layers") or []
         step = history.find(step_token)
+        if step is None and history.issued(step_token):  # another request of this session came first
+            raise user_error(
+                f"The photo changed before this Inpaint could start: another Inpaint, Undo or Redo of this session "
+                f"came first (the photo is now at state {history.position + 1} of {len(history.steps)}). Nothing "
+                "was filled; paint on the photo as it is now and press Inpaint again."
+            )
         if step is None and step_token:  # never the editor's 1024-pixel copy taken for the photo, silently
             raise user_error(
-                "This photo's history is no longer on the server (the app restarted, or the session was idle for "
-                "an hour). Upload the photo again."
+                "This photo's history is no longer on the server (the app restarted, the session was idle for an "
+                f"hour, or it was the least recently used of more than {self.sessions.max_sessions}). Upload the "
+                "photo again."
             )
         if step is None:
             photo = editor_value.get("background")
             check_photo(photo, self.max_megapixels)
-            history.start(photo, {})
+            # The photo's ICC profile and EXIF, as the relay read them (EditorRelay._read), for the downloads.
+            history.start(photo, {key: photo.info[key] for key in ("icc_profile", "exif") if photo.info.get(key)})
             return photo, painted_area(layers, photo.size)
         photo = history.image()
         paint_size = step.copy_size if not layers or layers[0].size == step.copy_size else photo.size
@@ -770,70 +1018,100 @@ class Events:
 
     def move(self, by: int, request: gr.Request | None) -> Shown:
         history = self.sessions.get(request)
-        if history.move(by) is None:
-            what = "undo" if by < 0 else "redo"
-            raise user_error(f"Nothing to {what}." if history.steps else "Upload a photo first.")
-        shown = self.shown(history, history.current)
-        where = f"{'Undone' if by < 0 else 'Redone'}: state {history.position + 1} of {len(history.steps)}"
-        return (shown[0], f"{where}. {shown[1]}", *shown[2:])
+        with self.locked(history):
+            if history.move(by) is None:
+                what = "undo" if by < 0 else "redo"
+                return self.noted(Notice(f"Nothing to {what}." if history.steps else "Upload a photo first."),
+                                  SHOWN_OUTPUTS)  # fmt: skip
+            shown = self.shown(history, history.current)
+            where = f"{'Undone' if by < 0 else 'Redone'}: state {history.position + 1} of {len(history.steps)}"
+            return (shown[0], f"{where}. {shown[1]}", *shown[2:])
 
     def load_mask(
         self, editor_value: dict | None, mask: str | None, step_token: str | None, request: gr.Request | None = None
     ) -> tuple:
         """A mask file (white / nonzero = fill, :func:`images.to_hole_mask`) put on the current photo as paint,
         beside what is painted; (editor value, summary)."""
-        history, step = self.current(request, step_token)
-        if mask is None:
-            raise user_error("Choose a mask file (white = fill) to load.")
-        path = mask
-        width, height = history.image().size
-        try:
-            hole_mask = images.to_hole_mask(images.open_image(path, "mask"))
-        except ValueError as err:
-            raise user_error(f"Could not read the mask ({err}).") from err
-        if hole_mask.shape != (height, width):
-            raise user_error(
-                f"The mask is {hole_mask.shape[1]}×{hole_mask.shape[0]} but the photo is {width}×{height}; "
-                "a mask must be the size of the photo."
-            )
-        return self.propose(history, step, editor_value, hole_mask, f"Mask {Path(path).name} loaded")
+
+        def load(history: History, step: Step) -> tuple:
+            if mask is None:
+                raise Notice("Choose a mask file (white = fill) to load.")
+            width, height = history.image().size
+            try:
+                hole_mask = images.to_hole_mask(images.open_image(mask, "mask"))
+            except ValueError as err:
+                raise user_error(f"Could not read the mask ({err}).") from err
+            if hole_mask.shape != (height, width):
+                raise user_error(
+                    f"The mask is {hole_mask.shape[1]}×{hole_mask.shape[0]} but the photo is {width}×{height}; "
+                    "a mask must be the size of the photo."
+                )
+            return self.propose(history, step, editor_value, hole_mask, f"Mask {Path(mask).name} loaded")
+
+        return self.proposing(request, step_token, load)
 
     def reuse_mask(self, editor_value: dict | None, step_token: str | None, request: gr.Request | None = None) -> tuple:
         """The last fill's mask (of this photo or the one before) put on the current photo as paint."""
-        history, step = self.current(request, step_token)
-        if history.last_mask is None:
-            raise user_error("There is no last mask yet: inpaint something first.")
-        width, height = history.image().size
-        if history.last_mask.shape != (height, width):
-            raise user_error(
-                f"The last mask is {history.last_mask.shape[1]}×{history.last_mask.shape[0]} but this photo is "
-                f"{width}×{height}; it can only be reused on a photo of its size."
-            )
-        return self.propose(history, step, editor_value, history.last_mask, "Last mask reused")
+
+        def reuse(history: History, step: Step) -> tuple:
+            last_mask = history.last_mask()
+            if last_mask is None:
+                raise Notice("There is no last mask yet: inpaint something first.")
+            width, height = history.image().size
+            if last_mask.shape != (height, width):
+                raise user_error(
+                    f"The last mask is {last_mask.shape[1]}×{last_mask.shape[0]} but this photo is "
+                    f"{width}×{height}; it can only be reused on a photo of its size."
+                )
+            return self.propose(history, step, editor_value, last_mask, "Last mask reused")
+
+        return self.proposing(request, step_token, reuse)
 
     def select(self, editor_value: dict | None, step_token: str | None, request: gr.Request | None = None) -> tuple:
         """Select the object in the box dragged with the brush (white dots: object, black: not) -> paint."""
-        history, step = self.current(request, step_token)
-        layers = (editor_value or {}).get("layers") or []
-        painted, inside, outside = paint_roles(layers, step.copy_size)
-        if not painted.any():
-            raise user_error("Drag the brush across the object from one corner to the opposite corner first.")
-        rows, columns = np.nonzero(painted & ~inside & ~outside if (painted & ~inside & ~outside).any() else painted)
-        box = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
-        photo = history.image()
-        scale = photo.width / step.copy_size[0]
-        full_box = tuple(round(value * scale) for value in box)
-        selected = select_object(photo, full_box, scale_mask(inside, photo.size), scale_mask(outside, photo.size))
-        if not selected.any():
-            raise user_error("Nothing was selected in that box; drag a box around the object and try again.")
-        return self.propose(history, step, {"layers": []}, selected, f"Selected {selected.mean():.1%} of the photo")
 
-    def current(self, request: gr.Request | None, step_token: str | None) -> tuple[History, Step]:
+        def select(history: History, step: Step) -> tuple:
+            layers = (editor_value or {}).get("layers") or []
+            painted, inside, outside = paint_roles(layers, step.copy_size)
+            if not painted.any():
+                raise Notice("Drag the brush across the object from one corner to the opposite corner first.")
+            strokes = painted & ~inside & ~outside
+            rows, columns = np.nonzero(strokes if strokes.any() else painted)
+            box = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
+            photo = history.image()
+            scale = photo.width / step.copy_size[0]
+            full_box = tuple(round(value * scale) for value in box)
+            selected = select_object(photo, full_box, scale_mask(inside, photo.size), scale_mask(outside, photo.size))
+            if not selected.any():
+                raise Notice("Nothing was selected in that box; drag a box around the object and try again.")
+            note = f"Selected {selected.mean():.1%} of the photo"
+            return self.propose(history, step, {"layers": []}, selected, note)
+
+        return self.proposing(request, step_token, select)
+
+    def proposing(self, request: gr.Request | None, step_token: str | None, propose: Callable) -> tuple:
+        """Run ``propose(history, step)`` on the session's current state, holding its history; a notice leaves
+        the editor and the summary as they are."""
         history = self.sessions.get(request)
+        with self.locked(history):
+            try:
+                return propose(history, self.current(history, step_token))
+            except Notice as note:
+                return self.noted(note, 2)
+
+    def current(self, history: History, step_token: str | None) -> Step:
+        """The state ``step_token`` names, when it is the current one; else why not."""
         step = history.find(step_token)
-        if step is None:
-            raise user_error("Upload a photo first (or press Inpaint once with it, through the API).")
-        return history, step
+        if step is not None:
+            return step
+        if history.issued(step_token):
+            raise user_error(
+                "The photo changed before this request could start: another request of this session came first. "
+                "Nothing was done; try again on the photo as it is now."
+            )
+        if step_token:
+            raise user_error("This photo's history is no longer on the server; upload the photo again.")
+        raise Notice("Upload a photo first (or press Inpaint once with it, through the API).")
 
     @staticmethod
     def propose(history: History, step: Step, editor_value: dict | None, hole_mask: np.ndarray, note: str) -> tuple:
@@ -875,6 +1153,7 @@ class Page:
     step: gr.Textbox
     strategy: gr.Radio
     dilate: gr.Slider
+    texture: gr.Checkbox
     model: gr.Dropdown
     inpaint: gr.Button
     undo: gr.Button
@@ -892,7 +1171,7 @@ class Page:
     @property
     def shown(self) -> list:
         """The outputs of :meth:`Events.shown`, in order."""
-        return [self.result, self.summary, self.downloads, self.comparison, self.mask, self.editor.relay, self.step]
+        return [self.result, self.summary, self.downloads, self.comparison, self.mask, self.editor.reply, self.step]
 
 
 def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_values: list[dict]) -> Page:
@@ -908,7 +1187,7 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
         with gr.Column():
             # The photo arrives here as its own file; the editor gets a copy of at most EDIT_SIDE pixels.
             # (Uploaded into the editor itself, a 12-MP photo would be sent back as 15-MB PNGs on every click.)
-            photo = gr.Image(
+            photo = raw_input(gr.Image(
                 label="Photo (full resolution stays on the server)",
                 elem_id="photo",
                 type="filepath",
@@ -916,8 +1195,9 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
                 sources=("upload", "clipboard"),
                 height=180,
                 buttons=["fullscreen"],
-            )
+            ))  # fmt: skip
             editor = EditorRelay(
+                max_megapixels,
                 label="Paint over what should go",
                 elem_id="editor",
                 type="pil",
@@ -944,9 +1224,16 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
                 "the proposed paint, then *Inpaint*. **Load mask**: a file the size of the photo, white = fill."
             )
             with gr.Row():
-                strategy = gr.Radio(STRATEGIES, value=DEFAULT_STRATEGY, label="Large photos")
-                dilate = gr.Slider(0, MAX_DILATE, value=DEFAULT_DILATE, step=1, label="Grow mask (pixels)")
-            model = gr.Dropdown(list(models), value=next(iter(models)), label="Model", visible=len(models) > 1)
+                strategy = raw_input(gr.Radio(STRATEGIES, value=DEFAULT_STRATEGY, label="Large photos"))
+                dilate = raw_input(gr.Slider(0, MAX_DILATE, value=DEFAULT_DILATE, step=1, label="Grow mask (pixels)"))
+                texture = raw_input(gr.Checkbox(
+                    value=DEFAULT_TEXTURE,
+                    label="Texture from the photo",
+                    info="after the network fills, copy fine detail from the photo's own pixels (slower)",
+                ))  # fmt: skip
+            model = raw_input(
+                gr.Dropdown(list(models), value=next(iter(models)), label="Model", visible=len(models) > 1)
+            )
             example_list = gr.Dataset(
                 components=[editor.editor],
                 samples=[[value] for value in example_values],
@@ -977,15 +1264,15 @@ def build_page(models: Mapping[str, PConvUNet], max_megapixels: float, example_v
                 file_count="multiple",
                 interactive=False,
             )
-    return Page(photo, editor, step, strategy, dilate, model, inpaint, undo, redo, load_mask, reuse_mask, select,
-                example_list, result, comparison, mask, summary, downloads)  # fmt: skip
+    return Page(photo, editor, step, strategy, dilate, texture, model, inpaint, undo, redo, load_mask, reuse_mask,
+                select, example_list, result, comparison, mask, summary, downloads)  # fmt: skip
 
 
 def wire_events(page: Page, events: Events) -> None:
     """Connect the page to ``events``. Every event that reads or writes the history runs in one queue
     ("history"), so an Undo never overtakes the fill before it."""
     editor, queue = page.editor, {"concurrency_id": "history"}
-    cleared = [editor.relay, page.step, page.result, page.summary, page.downloads, page.comparison, page.mask]
+    cleared = [editor.reply, page.step, page.result, page.summary, page.downloads, page.comparison, page.mask]
     uploaded = page.photo.upload(
         events.upload, inputs=page.photo, outputs=cleared, show_progress="hidden", api_name="load_photo", **queue
     )
@@ -995,13 +1282,13 @@ def wire_events(page: Page, events: Events) -> None:
         page.examples.click(
             events.example,
             inputs=page.examples,
-            outputs=[editor.relay, page.step, page.photo],
+            outputs=[editor.reply, page.step, page.photo],
             show_progress="hidden",
             api_visibility="undocumented",
             **queue,
         )
     )
-    settings = [page.strategy, page.dilate, page.model, page.step]
+    settings = [page.strategy, page.dilate, page.model, page.step, page.texture]  # new inputs last: API compatible
     editor.show(
         editor.send(page.inpaint.click).then(
             events.inpaint,
@@ -1012,8 +1299,10 @@ def wire_events(page: Page, events: Events) -> None:
             **queue,
         )
     )
-    editor.show(page.undo.click(events.undo, outputs=page.shown, api_name="undo", **queue))
-    editor.show(page.redo.click(events.redo, outputs=page.shown, api_name="redo", **queue))
+    # Undo / Redo read nothing from the editor, but a harmless note ("Nothing to undo") leaves every output as it is
+    # and the editor then gets the reply back: sent first, the reply holds the editor's own paint, never older.
+    editor.show(editor.send(page.undo.click).then(events.undo, outputs=page.shown, api_name="undo", **queue))
+    editor.show(editor.send(page.redo.click).then(events.redo, outputs=page.shown, api_name="redo", **queue))
     proposals = [
         (page.load_mask.upload, events.load_mask, [page.load_mask, page.step], "load_mask"),
         (page.reuse_mask.click, events.reuse_mask, [page.step], "reuse_mask"),
@@ -1022,7 +1311,7 @@ def wire_events(page: Page, events: Events) -> None:
     for trigger, function, inputs, name in proposals:
         editor.show(
             editor.send(trigger).then(
-                function, inputs=[editor.relay, *inputs], outputs=[editor.relay, page.summary], api_name=name, **queue
+                function, inputs=[editor.relay, *inputs], outputs=[editor.reply, page.summary], api_name=name, **queue
             )
         )
 
@@ -1034,16 +1323,21 @@ def build_demo(
     *,
     history_steps: int = HISTORY_STEPS,
     history_megabytes: int = HISTORY_MEGABYTES,
+    max_sessions: int = MAX_SESSIONS,
     workdir: str | Path | None = None,
 ) -> gr.Blocks:
     """The Blocks app; call ``.queue(...).launch(...)`` on it.
 
     Each session's history lives in a folder under ``workdir`` (default: a temporary folder removed when the app
-    exits), removed when the session's tab closes or after SESSION_IDLE_SECONDS unused. ``demo.sessions`` holds
-    them (:class:`Sessions`).
+    exits), removed when the session's tab closes, after SESSION_IDLE_SECONDS unused, or when it is the least
+    recently used of more than ``max_sessions``. ``demo.sessions`` holds them (:class:`Sessions`).
+
+    Raises:
+        ValueError: for a limit that is not a number, negative, or (``max_megapixels``) NaN or 0.
     """
+    check_settings(max_megapixels, history_steps, history_megabytes, max_sessions=max_sessions)
     temporary = tempfile.TemporaryDirectory(prefix="pconv_hf_app-") if workdir is None else None
-    sessions = Sessions(Path(workdir or temporary.name), history_steps, history_megabytes)
+    sessions = Sessions(Path(workdir or temporary.name), history_steps, history_megabytes, max_sessions)
     events = Events(models, sessions, max_megapixels, dtype)
     with gr.Blocks(title="pconv_hf inpainting", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         page = build_page(models, max_megapixels, events.example_values)
@@ -1075,6 +1369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--history_mb", type=int, default=HISTORY_MEGABYTES, help="disk space of one session's history (MB)"
     )
+    parser.add_argument(
+        "--max_sessions", type=int, default=MAX_SESSIONS, help="histories kept (the least recently used goes first)"
+    )
     return parser.parse_args(argv)
 
 
@@ -1083,15 +1380,24 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     LOG.setLevel(logging.INFO)  # one line per refused request
     try:
+        check_settings(
+            args.max_megapixels, args.history_steps, args.history_mb, args.concurrency,
+            max_sessions=args.max_sessions, flags=True,
+        )  # fmt: skip
         models = load_models(model_sources(args.model, args.models_dir), parse_device(args.device))
     except (CliError, ValueError, RuntimeError) as err:
         fail("app.py", err)
+    for name, model in models.items():  # which engine fills (pconv_hf.engines): one line per model
+        choice = choose_engine(model, dtype=args.dtype)
+        print(f"{name}: {choice.describe()}", flush=True)
+        network_for(model, choice)  # an ONNX export or session is made now, not on the first click
     demo = build_demo(
         models,
         max_megapixels=args.max_megapixels,
         dtype=args.dtype,
         history_steps=args.history_steps,
         history_megabytes=args.history_mb,
+        max_sessions=args.max_sessions,
     )
     demo.queue(default_concurrency_limit=args.concurrency, max_size=32)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)

@@ -2,13 +2,16 @@
 
 import importlib.util
 import os
+import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import gradio as gr
@@ -17,7 +20,7 @@ import pytest
 from gradio.data_classes import FileData
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, ImageCms
 
 import pconv_hf
 from pconv_hf import PConvUNet
@@ -218,12 +221,17 @@ def test_grayscale_photo_stays_grayscale(client, astronaut, tmp_path):
     assert (result[hole] != gray[hole]).any()
 
 
-def test_nothing_painted_is_an_error_with_a_message(client, astronaut_png, tmp_path):
+UNCHANGED = {"__type__": "update"}  # an output the event leaves as it is (gr.skip()), as the client receives it
+
+
+def test_nothing_painted_is_a_note_that_leaves_the_outputs(client, astronaut_png, tmp_path, server_log):
+    """Harmless (issue 33, item 17): a warning toast and one log line, every output left as it is; not an error
+    that replaces the result, the summary and the downloads with error badges."""
     empty = save(Image.new("RGBA", (512, 512), (0, 0, 0, 0)), tmp_path, "empty.png")
-    with pytest.raises(AppError, match="Nothing is painted"):
-        call(client, astronaut_png, [empty])
-    with pytest.raises(AppError, match="Nothing is painted"):
-        call(client, astronaut_png, [])
+    assert call_loop(client, astronaut_png, [empty]) == (UNCHANGED,) * 7
+    assert call_loop(client, astronaut_png, []) == (UNCHANGED,) * 7
+    time.sleep(0.5)
+    assert "note: Nothing is painted" in server_log.read_text()
 
 
 def test_no_photo_is_an_error_with_a_message(client, tmp_path):
@@ -389,8 +397,7 @@ def test_api_loop_fills_the_session_state_then_undoes_and_redoes(client, astrona
     *_, (redone, _), _, _, _, token = client.predict(api_name="/redo")
     assert token == token2
     np.testing.assert_array_equal(np.asarray(Image.open(redone)), two)
-    with pytest.raises(AppError, match="Nothing to redo"):
-        client.predict(api_name="/redo")
+    assert client.predict(api_name="/redo") == (UNCHANGED,) * 7  # nothing to redo: a note, nothing changed
     assert editor1["background"] is not None  # the state's editor copy, to paint on in the page
 
 
@@ -465,6 +472,133 @@ def test_float_tiff_is_read_as_0_to_1(client, tmp_path):
     np.testing.assert_array_equal(result[~hole], (values * 255).round()[~hole])
 
 
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file that says it is ``width``×``height``: its header only, all Pillow reads before decoding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+    return path
+
+
+def test_odd_uploads_and_values_are_one_line_messages(client, astronaut_png, tmp_path, server_log):
+    """Issue 33, item 14: the Photo box given a text file, an empty file, a 20000×20000 PNG (refused from its
+    header, before 1.2 GB are decoded); /inpaint with dilate None, text or out of range, an unknown strategy or
+    model; /select_object with the whole photo painted; /example with a bad index. Each is the app's own message,
+    and one line on the server's console, never a traceback."""
+    text = tmp_path / "notes.png"
+    text.write_text("hello, this is text")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    uploads = [
+        (text, r"Could not read the uploaded photo \(cannot read photo file 'notes\.png'"),
+        (empty, r"The uploaded photo empty\.png is an empty file \(0 bytes\)"),
+        (png_header(tmp_path / "huge.png", 20000, 20000), r"The photo has 400 megapixels; .* up to 0\.3 megapixels"),
+        (save(Image.new("1", (2000, 2000)), tmp_path, "big.png"), r"The photo is 2000×2000 \(4 megapixels\)"),
+    ]
+    for path, message in uploads:
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), api_name="/load_photo")
+    with pytest.raises(AppError, match=r"The photo has 400 megapixels"):  # sent as /inpaint's background
+        call(client, tmp_path / "huge.png", [])
+
+    layer = save(painted_layer((512, 512), (10, 10, 50, 50)), tmp_path, "layer.png")
+    options = [
+        ({"dilate": None}, r"whole number of pixels from 0 to 64, not None"),
+        ({"dilate": "abc"}, r"whole number of pixels from 0 to 64, not 'abc'"),
+        ({"dilate": -1}, r"whole number of pixels from 0 to 64, not -1"),
+        ({"strategy": "bogus"}, r"Unknown strategy 'bogus'; use 'native'"),
+        ({"model_name": "bogus"}, r"Unknown model 'bogus'; this app offers "),
+        ({"texture": "yes"}, r"Texture from the photo is true or false, not 'yes'"),
+    ]
+    for option, message in options:
+        with pytest.raises(AppError, match=message):
+            call(client, astronaut_png, [layer], **option)
+
+    editor, token, *_ = client.predict(handle_file(str(astronaut_png)), api_name="/load_photo")
+    everything = save(Image.new("RGBA", (512, 512), (255, 255, 255, 255)), tmp_path, "everything.png")
+    value = {"background": handle_file(editor["background"]), "layers": [handle_file(str(everything))]}
+    with pytest.raises(AppError, match="Nothing is left to tell the object from"):
+        client.predict({**value, "composite": None}, token, api_name="/select_object")
+    with pytest.raises(AppError, match=r"There is no example 99; the examples are numbered 0 to \d"):
+        client.predict(99, api_name="/example")
+
+    time.sleep(0.5)
+    console = server_log.read_text()
+    assert "Traceback" not in console, console[console.find("Traceback") :][:3000]
+    for _, message in uploads + options:
+        assert re.search(rf"refused: .*{message}", console), message
+
+
+def test_stateless_inpaint_keeps_the_icc_profile_and_exif(client, astronaut, tmp_path):
+    """Issue 33, item 10: /inpaint with a background and no step token writes the downloads with the photo's ICC
+    profile and EXIF, as /load_photo then /inpaint does."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(astronaut).save(path, exif=exif, icc_profile=icc, quality=95)
+    layer = save(painted_layer((512, 512), (10, 10, 50, 50)), tmp_path, "layer.png")
+    _, _, (download, _), *_ = call(client, path, [layer])
+    with Image.open(download) as result:
+        assert result.info.get("icc_profile") == icc and result.getexif().get(0x010F) == "Camera maker"
+
+
+def test_a_note_leaves_how_later_photos_are_read(server, tmp_path, monkeypatch):
+    """A harmless note returns gr.skip() for the editor value, and Gradio then re-creates that output component for
+    the session with its own preprocess: the editor value the app reads must never be such an output. In a new
+    session, "Nothing is painted" first, then a 16-bit photo: scaled by the app's reader, not clipped by Gradio's."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # gradio_client's empty folders, as in `client`
+    session = Client(server, verbose=False, download_files=str(tmp_path))
+    values = np.tile(np.linspace(0, 65535, 96), (64, 1)).round().astype(np.uint16)
+    photo = save(Image.fromarray(values), tmp_path, "deep.png")
+    empty = save(Image.new("RGBA", (96, 64), (0, 0, 0, 0)), tmp_path, "empty.png")
+    assert call_loop(session, photo, [empty]) == (UNCHANGED,) * 7
+    layer = save(painted_layer((96, 64), (10, 10, 30, 30)), tmp_path, "layer.png")
+    _, _, (download, _), *_ = call(session, photo, [layer], dilate=0)
+    hole = box_hole((96, 64), (10, 10, 30, 30))
+    np.testing.assert_array_equal(np.asarray(Image.open(download))[~hole], (values / 257).round()[~hole])
+
+
+def test_the_components_the_app_reads_itself_are_never_outputs(models, tmp_path):
+    """Why the test above holds, for every event: no server event writes a component whose preprocess the app
+    wraps (the editor relay, the raw_input options); Gradio would replace it after any gr.skip()."""
+    demo = app.build_demo(models, workdir=tmp_path)
+    wrapped = {block._id for block in demo.blocks.values() if "preprocess" in vars(block)}
+    assert len(wrapped) >= 6  # photo, relay, strategy, dilate, texture, model
+    photo = next(block._id for block in demo.blocks.values() if getattr(block, "elem_id", None) == "photo")
+    for function in demo.fns.values():
+        if function.fn is not None:
+            # An example puts its photo in the photo box: a value, never an update (errors are raised).
+            allowed = {photo} if function.name == "example" else set()
+            assert not (wrapped - allowed) & {block._id for block in function.outputs}, function.name
+
+
+def test_texture_from_the_photo_through_the_api(client, models, astronaut, tmp_path):
+    """The "Texture from the photo" option, last input of /inpaint: exactly inpaint(texture=...) of the photo, only
+    hole pixels change; left out, it is inpaint()'s default (calls written before it existed still work)."""
+    photo = np.ascontiguousarray(astronaut[::2, ::2])  # 256×256: the texture stage is slow-ish on big photos
+    path = save(Image.fromarray(photo), tmp_path, "photo.png")
+    box = (60, 150, 110, 190)
+    layer = save(painted_layer((256, 256), box), tmp_path, "layer.png")
+    results = {}
+    for texture in (False, True, None):
+        options = {} if texture is None else {"texture": texture}
+        _, _, (download, _), *_ = call(client, path, [layer], dilate=0, **options)
+        results[texture] = np.asarray(Image.open(download))
+    hole = box_hole((256, 256), box)
+    for texture in (False, True):
+        expected = pconv_hf.inpaint(
+            Image.fromarray(photo), Image.fromarray(hole), model=models["tiny"], texture=texture
+        )
+        np.testing.assert_array_equal(results[texture], np.asarray(expected))
+        np.testing.assert_array_equal(results[texture][~hole], photo[~hole])
+    assert (results[True][hole] != results[False][hole]).any()
+    np.testing.assert_array_equal(results[None], results[app.DEFAULT_TEXTURE])
+
+
 def test_errors_show_no_server_paths_and_log_one_line(client, tmp_path, server_log):
     broken = tmp_path / "photo.jpg"
     broken.write_bytes(b"this is not a picture")
@@ -512,3 +646,46 @@ def test_open_photo_turns_it_upright_8_bit_and_keeps_the_metadata(tmp_path):
     with pytest.raises(gr.Error, match="Could not read the uploaded photo") as error:
         app.open_photo(tmp_path / "broken.jpg")
     assert str(tmp_path) not in str(error.value)
+
+
+# --- start-up: flags and models (issue 33, items 9 and 14) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--max_megapixels", "nan"], "--max_megapixels must be a number of megapixels above 0, not nan"),
+        (["--max_megapixels", "-1"], "--max_megapixels must be a number of megapixels above 0, not -1.0"),
+        (["--max_megapixels", "inf"], "--max_megapixels must be a number of megapixels above 0, not inf"),
+        (["--history_steps", "-1"], "--history_steps must be a whole number from 0, not -1"),
+        (["--history_mb", "-5"], "--history_mb must be a whole number from 0, not -5"),
+        (["--concurrency", "-3"], "--concurrency must be a whole number from 1, not -3"),
+        (["--concurrency", "0"], "--concurrency must be a whole number from 1, not 0"),
+        (["--max_sessions", "0"], "--max_sessions must be a whole number from 1, not 0"),
+    ],
+)
+def test_main_refuses_limits_that_would_turn_off_or_hang(argv, message, model_dir, monkeypatch, capsys):
+    monkeypatch.setattr(app, "build_demo", lambda *args, **kwargs: pytest.fail("the app was started"))
+    with pytest.raises(SystemExit) as exit:
+        app.main(["--model", str(model_dir), "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and err == f"app.py: error: {message}\n"
+
+
+def test_build_demo_refuses_a_limit_that_is_not_a_number(models):
+    with pytest.raises(ValueError, match="max_megapixels must be a number of megapixels above 0, not nan"):
+        app.build_demo(models, max_megapixels=float("nan"))
+
+
+def test_main_names_the_broken_model_among_many(model_dir, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    PConvUNet(layer_size=5, base_channels=8, sample_size=64).save_pretrained(runs / "good")
+    broken = runs / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    monkeypatch.setattr(app, "build_demo", lambda *args, **kwargs: pytest.fail("the app was started"))
+    with pytest.raises(SystemExit) as exit:
+        app.main(["--model", str(model_dir), "--models_dir", str(runs), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and f"could not load the model '{broken}'" in err and "Traceback" not in err

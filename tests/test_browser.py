@@ -5,6 +5,7 @@ A photo is uploaded into the photo box; the editor gets a copy of at most app.ED
 
 import importlib.util
 import io
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -353,3 +354,76 @@ def test_heic_photo_from_a_phone(page, tmp_path):
     hole = mask > 0
     assert result.shape == (400, 600, 3) and 0 < hole.mean() < 0.2
     np.testing.assert_array_equal(result[~hole], np.asarray(images.open_image(photo_path))[~hole])
+
+
+# --- the browser page (pconv-export --web), as a newcomer sees it (issue 33, item 19) -----------------------
+
+# Every text the status line shows, in order.
+RECORD_STATUS = """() => {
+  window.__said = [];
+  new MutationObserver(() => window.__said.push(document.getElementById("status").textContent))
+    .observe(document.getElementById("status"), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def web_page(tmp_path_factory):
+    """The browser page with a tiny exported model, served on a free port; yields its URL."""
+    import threading
+
+    from pconv_hf.web import build_web, make_server
+
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=4, base_channels=8, sample_size=64).eval()
+    site = build_web(model.export_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx"), tmp_path_factory.mktemp("w"))
+    server = make_server(site, port=0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_browser_page_follows_undo_and_says_what_is_loaded(web_page, tmp_path):
+    """After Undo back to the unfilled photo the page no longer offers the fill's download nor says "Filled";
+    Redo brings both back; the loaded files are named (the inputs are emptied, so the browser's own label would
+    say "No file chosen"); the progress counts passes from 1."""
+    from pconv_hf.web.headless import CHROMIUM_ARGS, fill_through_page
+
+    photo, mask = tmp_path / "street.png", tmp_path / "street-mask.png"
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(photo)
+    hole = np.zeros((256, 256), np.uint8)
+    hole[100:140, 60:120] = 255
+    Image.fromarray(hole).save(mask)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT_MS * 4)
+        expect.set_options(timeout=TIMEOUT_MS * 4)
+        page.goto(web_page)
+        page.evaluate(RECORD_STATUS)
+        page.wait_for_function("() => document.body.dataset.model")  # the network is ready
+        download, status = page.locator("#download"), page.locator("#status")
+        try:
+            fill_through_page(page, photo, mask, TIMEOUT_MS * 4)
+            expect(page.locator("#photo-name")).to_have_text("street.png")
+            expect(page.locator("#mask-name")).to_have_text("street-mask.png")
+            expect(status).to_contain_text("Filled in")
+            expect(download).to_have_attribute("aria-disabled", "false")
+            said = page.evaluate("window.__said")
+            assert not any("pass 0 of" in text for text in said), said
+            assert any("network pass 1 of" in text for text in said), said
+
+            page.click("#undo")  # back to the photo as loaded (with its mask)
+            expect(status).to_contain_text("Undone")
+            expect(download).to_have_attribute("aria-disabled", "true")
+            expect(page.locator("#result")).not_to_have_attribute("src", re.compile("."))
+            page.click("#redo")
+            expect(status).to_contain_text("Redone")
+            expect(download).to_have_attribute("aria-disabled", "false")
+        finally:
+            browser.close()

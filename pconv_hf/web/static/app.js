@@ -5,7 +5,10 @@ const $ = (id) => document.getElementById(id);
 const status = $("status");
 const progress = $("progress");
 const params = new URLSearchParams(location.search);
-const state = { ready: false, busy: 0, fillId: 0, name: "photo", resultUrl: null, pending: Promise.resolve() };
+const state = { ready: false, busy: 0, fillId: 0, name: "photo", shown: null, urls: [], pending: Promise.resolve() };
+// The fills of this photo, by the photo state they made (an ImageData of the editor's history): Undo / Redo move
+// between states, and the download, the result and the status follow the state shown.
+let results = new WeakMap();
 
 const editor = new Editor({
   stage: $("stage"),
@@ -37,6 +40,28 @@ function refresh() {
   $("size").value = String(editor.size);
   $("zoom-level").textContent = `${Math.round(editor.zoom * 100)}%`;
   $("drop-hint").hidden = hasPhoto;
+  showResult();
+}
+
+/** The download and the result of the photo state shown (none for a state no fill made); after Undo / Redo, say so. */
+function showResult() {
+  const result = editor.photo ? results.get(editor.photo) : undefined;
+  const download = $("download");
+  if (result) {
+    download.href = result.url;
+    download.download = `${state.name}-filled.png`;
+    download.setAttribute("aria-disabled", "false");
+    if ($("result").getAttribute("src") !== result.url) $("result").src = result.url;
+  } else {
+    download.removeAttribute("href");
+    download.setAttribute("aria-disabled", "true");
+    $("result").removeAttribute("src");
+  }
+  if (editor.photo === state.shown) return;
+  state.shown = editor.photo; // moved by Undo / Redo (new photos and fills set state.shown first)
+  say(result
+    ? `Redone: ${result.text}. Download the full-size PNG.`
+    : "Undone: the photo before the fill is shown (Redo brings the fill back); nothing to download for it.");
 }
 
 function unsupported() {
@@ -92,7 +117,12 @@ function openPhoto(file) {
     say(`Reading ${file.name}…`);
     const photo = await decode(file, "photo");
     state.name = file.name.replace(/\.[^.]+$/, "") || "photo";
+    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
+    results = new WeakMap();
+    state.shown = photo;
     editor.setPhoto(photo);
+    $("photo-name").textContent = file.name;
+    $("mask-name").textContent = "";
     say(`${file.name}: ${photo.width} × ${photo.height}. Paint over what should go, or load a mask.`);
   });
 }
@@ -105,6 +135,7 @@ function openMask(file) {
       throw new Error(`mask size ${mask.width}x${mask.height} (WxH) does not match photo size ${editor.width}x${editor.height}`);
     }
     editor.setHole(holeFromMask(mask));
+    $("mask-name").textContent = file.name;
     say(`Mask ${file.name} loaded (white = fill).`);
   });
 }
@@ -121,7 +152,10 @@ worker.onmessage = ({ data }) => {
     if (data.stage === "download") say(`Downloading the model: ${mb(data.loaded)} of ${mb(data.total)} MB`);
     else if (data.stage === "cache") say("Model found in this browser's cache");
     else if (data.stage === "session") say("Preparing the network…");
-    else if (data.stage === "fill") say(`Inpainting: network pass ${data.loaded} of ${data.total}`);
+    else if (data.stage === "fill") {
+      // Counted from 1: the pass running now (0 passes done is "pass 1 of 2"), then the windows pasted back.
+      say(data.loaded < data.total ? `Inpainting: network pass ${data.loaded + 1} of ${data.total}…` : "Inpainting: putting the result together…");
+    }
   } else if (data.type === "ready") {
     state.ready = true;
     const engine = data.backend === "webgpu" ? "WebGPU" : `wasm, ${data.threads} thread${data.threads === 1 ? "" : "s"}`;
@@ -181,21 +215,20 @@ async function inpaint() {
     const photo = editor.photo;
     const done = await fillInWorker(photo, hole);
     const filled = new ImageData(new Uint8ClampedArray(done.rgba), photo.width, photo.height);
+    const windows = done.windows.length;
+    const text = `filled in ${done.seconds.toFixed(1)} s (${windows} window${windows === 1 ? "" : "s"})`;
+    state.shown = filled;
     editor.replacePhoto(filled);
     const blob = await new Promise((resolve) => editor.photoCanvas.toBlob(resolve, "image/png"));
-    if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
-    state.resultUrl = URL.createObjectURL(blob);
-    const download = $("download");
-    download.href = state.resultUrl;
-    download.download = `${state.name}-filled.png`;
-    download.setAttribute("aria-disabled", "false");
+    const url = URL.createObjectURL(blob);
+    state.urls.push(url);
+    results.set(filled, { url, text });
     // For scripts (tests, benchmarks/bench_web.py): the windows as [top, left, height, width, scale, refine scale]
     // and the worker's fill time; set before the result so that they are there when its src changes.
     document.body.dataset.windows = JSON.stringify(done.windows.map((w) => [w.top, w.left, w.height, w.width, w.scale, w.refine]));
     document.body.dataset.fillSeconds = String(done.seconds);
-    $("result").src = state.resultUrl;
-    const windows = done.windows.length;
-    say(`Filled in ${done.seconds.toFixed(1)} s (${windows} window${windows === 1 ? "" : "s"}). Download the full-size PNG.`);
+    showResult();
+    say(`${text[0].toUpperCase()}${text.slice(1)}. Download the full-size PNG.`);
   } catch (error) {
     say(`Inpainting failed: ${error.message}`, { error: true });
   } finally {
