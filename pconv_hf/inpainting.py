@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .engines import choose_engine, network_for
 from .images import ImageLike, Source, to_hole_mask, to_source
-from .runtime import autocast_dtype, eval_mode
+from .runtime import eval_mode
+from .texture import synthesize_texture
 from .windows import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_REACH,
@@ -88,6 +90,9 @@ def inpaint(
     reach: float = DEFAULT_REACH,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     refine: bool = True,
+    engine: str = "auto",
+    texture: bool = False,
+    seed: int = 0,
 ) -> Image.Image | np.ndarray | torch.Tensor:
     """Fill the white (nonzero) area of ``mask`` in ``image``.
 
@@ -121,6 +126,15 @@ def inpaint(
             "float32" / None never autocasts; "bfloat16", "float16" or a ``torch.dtype`` force one. bf16 changes the
             held-out PSNR / SSIM by less than 0.05 dB / 0.001 (see the README). An ONNX model runs in its own
             dtype ("auto" or "float32" only).
+        engine: what runs a PyTorch model's network (:mod:`pconv_hf.engines`). "auto" (default): with
+            ``dtype="auto"``, the fastest measured for the device: PyTorch bf16 where bf16 is native, else on a CPU
+            ONNX Runtime float32 (an export made once and cached; PyTorch float32 when ``onnxruntime`` is
+            missing); "torch" or "onnx" force one. The fill is the same within 1 grey level either way.
+        texture: after the network fills a window, copy the hole's fine detail from the photo's own known pixels,
+            guided by the network's fill (:func:`pconv_hf.texture.synthesize_texture`): the network decides what
+            goes where, the photo supplies the texture, so a removed object leaves no smooth "ghost". False gives
+            the network's own (smoother) fill.
+        seed: the texture stage's random search; the same inputs and seed give the same result.
 
     Returns:
         The same kind of object as ``image`` (a path gives a PIL image), same size and mode family: palette
@@ -128,10 +142,21 @@ def inpaint(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
-    if isinstance(reach, bool) or not isinstance(reach, (int, float)) or not 8 <= reach <= 4096:
+    # numpy numbers are accepted wherever Python's are (as for dilate), numpy bools refused like bools.
+    real = (int, float, np.integer, np.floating)
+    if isinstance(reach, (bool, np.bool_)) or not isinstance(reach, real) or not 8 <= reach <= 4096:
         raise ValueError(f"reach must be a number of pixels from 8 to 4096, got {reach!r}")
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 2**16 <= max_pixels <= 2**26:
+    reach = float(reach)
+    integer = isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, (bool, np.bool_))
+    if not integer or not 2**16 <= max_pixels <= 2**26:
         raise ValueError(f"max_pixels must be an int from 65,536 to 67,108,864 (64 MP), got {max_pixels!r}")
+    max_pixels = int(max_pixels)
+    if not isinstance(refine, (bool, np.bool_)):
+        raise ValueError(f"refine must be True or False, got {refine!r}")
+    refine = bool(refine)
+    if not isinstance(texture, (bool, np.bool_)):
+        raise ValueError(f"texture must be True or False, got {texture!r}")
+    seed = _bounded_int("seed", seed, 0, 2**63 - 1, "the texture stage's random seed")
     _check_model(model)
     resolution = _bounded_int(
         "resolution",
@@ -149,12 +174,10 @@ def inpaint(
             f"context must be a number from 1 to {MAX_CONTEXT:g} (window side / hole side), got {context!r}"
         )
     batch_size = _bounded_int("batch_size", batch_size, 1, MAX_BATCH_SIZE, "windows per forward pass")
-    if not isinstance(model, torch.nn.Module):
-        if dtype not in ("auto", "float32", None, torch.float32):
-            raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
-        dtype = None
-    else:
-        dtype = autocast_dtype(dtype, model.device)
+    if not isinstance(model, torch.nn.Module) and dtype not in ("auto", "float32", None, torch.float32):
+        raise ValueError(f"dtype (autocast) needs a PyTorch model; {type(model).__name__} runs in its own dtype")
+    choice = choose_engine(model, engine, dtype)
+    dtype = choice.dtype
 
     source = to_source(image)
     hole_mask = to_hole_mask(mask, source.height, source.width)
@@ -179,10 +202,16 @@ def inpaint(
     else:
         windows = [Window((0, 0, source.height, source.width), 1.0, 0.0)]
 
-    with eval_mode(model):
-        fills = _fill_windows(model, source, hole_mask, windows, batch_size, dtype)
+    network, dtype = network_for(model, choice)
+    with eval_mode(network):
+        fills = _fill_windows(network, source, hole_mask, windows, batch_size, dtype)
         if strategy == "native" and refine:
-            fills = _refine(model, source, hole_mask, windows, fills, reach, max_pixels, batch_size, dtype)
+            fills = _refine(network, source, hole_mask, windows, fills, reach, max_pixels, batch_size, dtype)
+    if texture:
+        fills = [
+            synthesize_texture(source.crop_rgb(w.box), _crop(hole_mask, w.box), fill, seed=seed + i)
+            for i, (w, fill) in enumerate(zip(windows, fills))
+        ]
     return source.compose([(w.box, fill, _crop(hole_mask, w.box)) for w, fill in zip(windows, fills)])
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+import pconv_hf
 from pconv_hf.cli.inpaint import main
 
 
@@ -115,8 +116,12 @@ def test_folder_mode_photos_and_masks_in_one_folder(tmp_path, photos, model_dir,
         (["--image", "{photos}/coffee.jpg", "--mask", "{masks}/coffee.png", "-o", "{photos}/coffee.jpg"], "inputs"),
         (["--image", "{photos}", "--mask", "{masks}", "-o", "{photos}"], "is an input folder"),
         (["--image", "{photos}", "--mask", "{masks}", "-o", "{masks}"], "is an input folder"),
-        (["--image", "{photos}/coffee.jpg", "--mask", "{masks}", "-o", "{tmp}/x.png"], "both be files"),
+        (["--image", "{photos}/coffee.jpg", "--mask", "{masks}", "-o", "{tmp}/x.png"], "is a folder but --image"),
         (["--image", "{photos}/coffee.jpg", "--mask", "{masks}/coffee.png", "-o", "{tmp}/x.xyz"], "image format"),
+        (
+            ["--image", "{photos}/coffee.jpg", "--mask", "{masks}/coffee.png", "-o", "{tmp}/x.png", "--seed", "-1"],
+            "seed must be from 0 to",
+        ),
     ],
 )
 def test_refusals(tmp_path, photos, model_dir, capsys, args, message):
@@ -217,8 +222,10 @@ def test_format_in_single_file_mode(tmp_path, photos, model_dir, capsys):
     out.mkdir()
     code, _, _ = run_cli([*common, "-o", out, "--format", "tiff"], capsys)  # a folder: NAME.<format>
     assert code == 0 and [p.name for p in out.iterdir()] == ["coffee.tiff"]
-    code, _, err = run_cli([*common, "-o", tmp_path / "x.png", "--format", "gif"], capsys)  # used to be ignored
-    assert code == 1 and "--format gif does not match -o x.png" in err and not (tmp_path / "x.png").exists()
+    code, _, err = run_cli([*common, "-o", tmp_path / "x.png", "--format", "webp"], capsys)  # used to be ignored
+    assert code == 1 and "--format webp does not match -o x.png" in err and not (tmp_path / "x.png").exists()
+    code, _, err = run_cli([*common, "-o", tmp_path / "x.png", "--format", "gif"], capsys)  # not a format it writes
+    assert code == 2 and "--format: invalid choice: 'gif'" in err and not (tmp_path / "x.png").exists()
     code, _, _ = run_cli([*common, "-o", tmp_path / "x.jpg", "--format", "jpg"], capsys)  # agreeing is fine
     assert code == 0 and Image.open(tmp_path / "x.jpg").format == "JPEG"
 
@@ -230,3 +237,30 @@ def test_skip_existing_in_single_file_mode(tmp_path, photos, model_dir, capsys):
     args = ["--image", photo_dir / "coffee.jpg", "--mask", mask_dir / "coffee.png", "-o", out, "--model", model_dir]
     code, stdout, _ = run_cli([*args, "--skip_existing"], capsys)
     assert code == 0 and "skipped 1 already done" in stdout and out.read_bytes() == b"done before"
+
+
+def test_texture_changes_hole_pixels_only(tmp_path, model_dir, capsys):
+    """--texture (with --seed) is exactly inpaint(texture=True, seed=...): only hole pixels change, and they are not
+    the network-only fill that --no-texture writes; without either flag the CLI follows inpaint()'s default."""
+    photo = np.ascontiguousarray(data.coffee()[100:292, 150:406])  # 256×192: the texture stage is slow-ish
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    mask = box_mask(192, 256, 60, 100, 40)
+    mask.save(tmp_path / "mask.png")
+    common = ["--image", tmp_path / "photo.png", "--mask", tmp_path / "mask.png", "--model", model_dir]
+    results = {}
+    for name, flags in [("texture", ["--texture", "--seed", "7"]), ("plain", ["--no-texture"]), ("default", [])]:
+        code, _, err = run_cli([*common, "-o", tmp_path / f"{name}.png", *flags], capsys)
+        assert code == 0, err
+        results[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+
+    hole = np.asarray(mask) > 0
+    model = pconv_hf.load_model(model_dir)
+    expected = {
+        "texture": pconv_hf.inpaint(photo, mask, model=model, texture=True, seed=7),
+        "plain": pconv_hf.inpaint(photo, mask, model=model, texture=False),
+        "default": pconv_hf.inpaint(photo, mask, model=model),  # inpaint()'s own texture and seed
+    }
+    for name, result in results.items():
+        np.testing.assert_array_equal(result, np.asarray(expected[name]), err_msg=name)
+    np.testing.assert_array_equal(results["texture"][~hole], photo[~hole])
+    assert (results["texture"][hole] != results["plain"][hole]).any()
