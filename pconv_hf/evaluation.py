@@ -4,8 +4,10 @@
 Images: the first --num_images usable images of --data, center-cropped and resized to --resolution. Masks:
 fixed irregular masks per hole-ratio bucket (0.01-0.1 ... 0.5-0.6), generated from --seed (or read from a
 frozen folder with --masks), in two settings as in the paper: holes anywhere (border margin 0) and no holes
-within --border_margin pixels of the border. Every image is evaluated with one mask of every bucket. L1 / PSNR
-/ SSIM and LPIPS (v0.1 AlexNet, lower is better; when its converted weights are present, see
+within --border_margin pixels of the border. Every image is evaluated with one mask of every bucket. The model is
+scored twice: the bare network on the whole image (the paper's number) and, in the row after it, through
+``inpaint()``'s default strategy as users call it (its windows, working scales and compositing; the same autocast
+dtype). L1 / PSNR / SSIM and LPIPS (v0.1 AlexNet, lower is better; when its converted weights are present, see
 scripts/fetch_feature_weights.sh; --no_lpips to skip) are computed on the composite by ``pconv_hf.metrics.evaluate``,
 the function the training script uses for validation. Writes results.csv, results.json and comparison.png (masked
 input | each method | ground truth).
@@ -27,15 +29,16 @@ import numpy as np
 import torch
 
 from .images import BadImageError, center_crop_resize, decode_image, image_folder, to_tensor
+from .inpainting import inpaint
 from .masks import MaskFolder, bucket_index, fixed_masks, hole_ratio, save_mask_folder
-from .metrics import eval_samples, evaluate, format_table, lpips_available, navier_stokes, telea
+from .metrics import eval_samples, evaluate, format_table, lpips_available, navier_stokes, shiftmap, telea
 from .model import PConvUNet, autocast_dtype, compose, default_device, eval_mode
 from .runtime import free_memory, parse_device
 from .visualize import grid_samples, image_grid, masked_input
 
 PROG = "pconv-evaluate"
 
-BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes)}
+BASELINES = {"telea": ("Telea", telea), "ns": ("Navier-Stokes", navier_stokes), "shiftmap": ("Shift-map", shiftmap)}
 
 
 class Autocast(torch.nn.Module):
@@ -51,8 +54,21 @@ class Autocast(torch.nn.Module):
             return self.model(image, valid_mask).float()
 
 
+class ThroughInpaint:
+    """A model as users call it, as a ``model_fn``: every sample of a batch filled by ``inpaint(model, image, hole)``
+    with ``options`` (none: the default strategy), where the hole is the valid mask's zeros."""
+
+    def __init__(self, model: PConvUNet, **options) -> None:
+        self.model, self.options = model, options
+
+    def __call__(self, image: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
+        holes = valid_mask.amin(dim=1) < 0.5  # (N, H, W): a pixel is valid only if every channel is
+        return torch.stack([inpaint(self.model, one, hole, **self.options) for one, hole in zip(image, holes)])
+
+
 def load_methods(args: argparse.Namespace, device: torch.device) -> dict:
-    """Display name -> model_fn: the model first, then the baselines in the order given."""
+    """Display name -> model_fn: the model first, then the model through ``inpaint()``'s default (the same
+    autocast dtype), then the baselines in the order given."""
     dtype = autocast_dtype(getattr(args, "dtype", "float32"), device)
 
     def load(spec: str):
@@ -61,7 +77,8 @@ def load_methods(args: argparse.Namespace, device: torch.device) -> dict:
 
     model = load(args.model)
     suffix = "" if dtype is None else f", {str(dtype).removeprefix('torch.')}"
-    methods = {f"PConv ({Path(str(args.model)).name}{suffix})": model}
+    label = f"PConv ({Path(str(args.model)).name}{suffix})"
+    methods = {label: model, f"{label} through inpaint()": ThroughInpaint(getattr(model, "model", model), dtype=dtype)}
     for spec in filter(None, (s.strip() for s in args.baselines.split(","))):
         if spec in BASELINES:
             name, function = BASELINES[spec]
@@ -71,7 +88,7 @@ def load_methods(args: argparse.Namespace, device: torch.device) -> dict:
             kind = "Conv" if getattr(other, "model", other).conv_type == "plain" else "PConv"
             methods[f"{kind} U-Net ({Path(spec.removeprefix('unet:')).name})"] = other
         else:
-            raise ValueError(f"unknown baseline {spec!r}; use telea, ns or unet:DIR")
+            raise ValueError(f"unknown baseline {spec!r}; use telea, ns, shiftmap or unet:DIR")
     return methods
 
 

@@ -74,7 +74,7 @@ def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
 
-    methods = ["PConv (pconv)", "Telea", "Navier-Stokes", "Conv U-Net (plain)"]
+    methods = ["PConv (pconv)", "PConv (pconv) through inpaint()", "Telea", "Navier-Stokes", "Conv U-Net (plain)"]
     settings = ["border margin 0 px (holes anywhere)", "border margin 4 px"]  # resolution 64 from the config
     assert list(results) == settings
     for setting in settings:
@@ -92,6 +92,11 @@ def test_evaluate_tables_files_and_grid(photos, models, tmp_path, capsys):
 
     # Classical inpainting beats an untrained network on small holes.
     small = results[settings[0]]
+    # Through inpaint() the photos at the model's own size are filled whole at that scale: the bare network's fill.
+    for bucket in [*BUCKETS, "all"]:
+        bare, through = small["PConv (pconv)"][bucket], small["PConv (pconv) through inpaint()"][bucket]
+        for metric in ("psnr", "ssim", "lpips", "ring"):
+            assert through[metric] == pytest.approx(bare[metric], rel=1e-4, abs=1e-4)
     assert small["Telea"]["0.01-0.1"]["psnr"] > small["PConv (pconv)"]["0.01-0.1"]["psnr"]
     assert small["Telea"]["0.01-0.1"]["lpips"] < small["PConv (pconv)"]["0.01-0.1"]["lpips"]
 
@@ -280,3 +285,115 @@ def test_pconv_evaluate_on_a_folder_needs_no_training_extra(photos, models, tmp_
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "pip install 'pconv_hf[train]'" in done.stderr and "datasets is blocked" in done.stderr
+
+
+# --- shift-map in the native-size protocol (issue 30) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_photos(tmp_path_factory) -> Path:
+    """A photo of the protocol's smallest size class, small enough for shift-map to fill in a blink."""
+    import cv2
+    from skimage import data
+
+    directory = tmp_path_factory.mktemp("small_photos")
+    photo = cv2.resize(data.coffee(), (128, 96), interpolation=cv2.INTER_AREA)
+    Image.fromarray(photo).save(directory / "coffee.png")
+    return directory
+
+
+def test_native_protocol_scores_shiftmap_on_the_hole_only(small_photos, tmp_path):
+    import numpy as np
+
+    from pconv_hf import evaluation_native as native
+    from pconv_hf.images import to_hole_mask
+
+    photos = native.list_photos([small_photos])
+    cases = native.make_cases(photos, tmp_path / "masks", masks_per_bucket=1, seed=5)
+    label, fill = native.BASELINES["shiftmap"]
+    assert label == "Shift-map"
+    assert {case.kind for case in cases} == {"stroke", "blob", "silhouette"}  # one photo: 4 masks, kinds in turn
+    for case in cases[1:3]:
+        photo = np.asarray(Image.open(case.photo).convert("RGB"))
+        hole = to_hole_mask(case.mask, *photo.shape[:2])
+        marked = photo.copy()
+        marked[hole] = (255, 0, 255)  # the true hole pixels, hidden: the fill must never copy them
+        filled = fill(marked, hole)
+        assert np.array_equal(filled[~hole], photo[~hole])
+        assert not (filled[hole] == (255, 0, 255)).all(axis=-1).any()
+        assert np.array_equal(fill(marked, hole), filled)
+    methods = {"Telea": native.BASELINES["telea"][1], "Shift-map": fill}
+    rows = native.run_protocol(methods, cases[:3], with_lpips=False)  # raises if a pixel outside a hole changed
+    assert [row["method"] for row in rows] == ["Telea", "Shift-map"] * 3
+    assert all(5 < row["psnr"] < 100 and row["seconds"] > 0 for row in rows)  # a fill: neither empty nor the truth
+
+
+def test_native_report_per_kind_with_margins_over_diffusion_and_shiftmap():
+    from pconv_hf import evaluation_native as native
+    from pconv_hf.masks import OBJECT_KINDS
+
+    rows = []
+    for i, (kind, bucket) in enumerate([("stroke", "0.01-0.05"), ("blob", "0.05-0.1"), ("silhouette", "0.05-0.1")]):
+        for method, psnr, lpips in (("model", 20 + i, 0.20), ("Telea", 18, 0.30), ("Navier-Stokes", 19, 0.28),
+                                    ("Shift-map", 16, 0.25)):  # fmt: skip
+            size = "<=1 MP" if i < 2 else "1-4 MP"
+            rows.append({"size_class": size, "bucket": bucket, "kind": kind, "method": method, "psnr": psnr,
+                         "ssim": 0.8 + i / 100, "lpips": lpips, "seconds": 1.0})  # fmt: skip
+    by_size, by_kind, text = native.report(rows)
+    assert set(by_kind) == {*OBJECT_KINDS, "all"}
+    assert by_kind["blob"]["0.05-0.1"]["model"]["psnr"] == 21 and by_kind["all"]["all"]["model"]["count"] == 3
+    assert by_size["<=1 MP"]["all"]["model"]["count"] == 2
+    assert native.margins(by_kind["blob"]["all"], "model") == pytest.approx((21 - 19, 0, 100 * (0.20 / 0.28 - 1)))
+    assert native.margins(by_kind["blob"]["all"], "model", native.EXEMPLAR) == pytest.approx((5, 0, -20))
+    assert native.margins(by_kind["blob"]["all"], "Shift-map") == pytest.approx((-3, 0, 100 * (0.25 / 0.28 - 1)))
+    assert native.margins(by_kind["blob"]["all"], "Shift-map", native.EXEMPLAR) is None
+    lines = text.splitlines()
+    assert "| kind | holes | n | model | Telea | Navier-Stokes | Shift-map |" in lines
+    assert "| size | holes | n | model | Telea | Navier-Stokes | Shift-map |" in lines
+    expected = (
+        "| stroke | 0.01-0.05 | 1 |",
+        "| silhouette | all | 1 |",
+        "| 1-4 MP | 0.05-0.1 | 1 |",
+        "| all | all | 3",
+    )
+    for line in expected:
+        assert any(row.startswith(line) for row in lines), line
+    assert "Margin over the better of Telea / Navier-Stokes: PSNR dB / SSIM / LPIPS %" in lines
+    assert "Margin over shift-map: PSNR dB / SSIM / LPIPS %" in lines
+    over_diffusion = text.split("Margin over shift-map")[0].split("Margin over the better")[1]
+    for header in ("size", "kind"):
+        assert f"| {header} | holes | model | Shift-map |" in over_diffusion
+    assert "| blob | all | +5.00 / +0.0000 / -20.0 % |" in text.split("Margin over shift-map")[1]
+    # Without shift-map there is no margin over it; without the diffusion fills none over them.
+    assert "Margin over shift-map" not in native.report([r for r in rows if r["method"] != "Shift-map"])[2]
+    assert "Margin over the better" not in native.report([r for r in rows if r["method"] in ("model", "Shift-map")])[2]
+
+
+def test_pconv_evaluate_native_has_shiftmap_and_the_per_kind_report_by_default(small_photos, models, tmp_path):
+    out = tmp_path / "native"
+    argv = ["--protocol", "native", "--model", str(models[0]), "--data", str(small_photos), "--no_lpips",
+            "--device", "cpu", "--output_dir", str(out)]  # fmt: skip
+    evaluate_cli.main(argv)
+    table = (out / "native_table.md").read_text()
+    assert "| size | holes | n | PConvUNet | Telea | Navier-Stokes | Shift-map |" in table
+    assert "| kind | holes | n | PConvUNet | Telea | Navier-Stokes | Shift-map |" in table
+    assert "Margin over shift-map" in table
+    by_kind = json.loads((out / "native_results_by_kind.json").read_text())
+    assert by_kind["all"]["all"]["Shift-map"]["count"] == 4  # one photo, one mask per bucket
+    assert sum(by_kind[kind]["all"]["Shift-map"]["count"] for kind in by_kind if kind != "all") == 4
+    with open(out / "native_rows.csv") as file:
+        assert {row["kind"] for row in csv.DictReader(file)} == {"stroke", "blob", "silhouette"}
+
+
+def test_paper_protocol_takes_shiftmap_as_a_baseline(photos, models, tmp_path, capsys):
+    argv = ["--model", str(models[0]), "--data", str(photos), "--num_images", "1", "--border_margin", "0",
+            "--no_lpips", "--device", "cpu"]  # fmt: skip
+    results = evaluate([*argv, "--baselines", "telea,shiftmap", "--output_dir", str(tmp_path / "out")])
+    rows = results["border margin 0 px (holes anywhere)"]
+    assert list(rows)[-2:] == ["Telea", "Shift-map"]
+    assert all(rows["Shift-map"][b]["count"] == 1 and 5 < rows["Shift-map"][b]["psnr"] < 100 for b in BUCKETS)
+    assert rows["Shift-map"]["all"]["psnr"] != rows["Telea"]["all"]["psnr"]
+    assert "| Shift-map |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as error:
+        evaluate_cli.main([*argv, "--baselines", "patchmatch", "--output_dir", str(tmp_path / "bad")])
+    assert error.value.code == 1 and "use telea, ns, shiftmap or unet:DIR" in capsys.readouterr().err

@@ -22,8 +22,8 @@ from pconv_hf.evaluation_native import (
     size_class,
     summarize,
 )
-from pconv_hf.masks import OBJECT_BUCKETS, OBJECT_KINDS, object_mask
-from pconv_hf.windows import hole_regions, plan_native_windows
+from pconv_hf.masks import OBJECT_BUCKETS, OBJECT_KINDS, fixed_masks, object_mask
+from pconv_hf.windows import STRATEGIES, hole_regions, plan_native_windows
 
 
 def line_hole(height: int, width: int, thickness: int) -> np.ndarray:
@@ -90,6 +90,40 @@ def test_windows_beyond_the_pixel_budget_are_downscaled_to_fit():
     (window,) = windows
     assert window.box[2] * window.box[3] * window.scale**2 <= 1_000_000
     assert window.scale < 1.0
+
+
+def disc_hole(height: int, width: int, radius: int) -> np.ndarray:
+    hole = np.zeros((height, width), np.uint8)
+    cv2.circle(hole, (width // 2, height // 2), radius, 1, -1)
+    return hole.view(bool)
+
+
+@pytest.mark.parametrize(
+    "shape, disc_radius, scale, whole_photo",
+    [
+        ((256, 256), 0, 1.0, True),  # a thin stroke in a photo of the training size: the whole photo, its own scale
+        ((256, 256), 102, 1.0, True),  # a 50 % hole, 204 px wide: still filled whole at the training scale
+        ((200, 240), 90, 1.0, True),  # smaller than the training size: never downscaled either
+        ((600, 800), 150, 64 / 300, True),  # bigger than the training size: the reach rule (and coarse to fine)
+        ((3000, 4000), 0, 1.0, False),  # a thin stroke in a large photo: a window around it at its own scale
+        ((3000, 4000), 400, 64 / 800, False),  # a wide hole in a large photo: filled where it is `reach` wide
+    ],
+)
+def test_planner_fills_photos_of_the_training_size_whole_and_larger_ones_by_reach(
+    shape, disc_radius, scale, whole_photo
+):
+    height, width = shape
+    hole = disc_hole(height, width, disc_radius) if disc_radius else line_hole(height, width, 10)
+    (window,) = plan_native_windows(hole, reach=64, min_side=256)
+    assert window.scale == pytest.approx(scale, rel=0.02)
+    assert (window.box == (0, 0, height, width)) == whole_photo
+    top, left, box_height, box_width = window.box
+    assert hole[top : top + box_height, left : left + box_width].sum() == hole.sum()
+
+
+def test_planner_plans_nothing_for_an_empty_mask():
+    for shape in ((256, 256), (1000, 1200)):
+        assert plan_native_windows(np.zeros(shape, bool), min_side=256) == []
 
 
 def test_native_windows_cover_every_hole_and_never_overlap():
@@ -168,6 +202,37 @@ def test_budget_downscales_a_window_that_does_not_fit(tiny_model, big_photo):
     )
     assert len(shapes) == 1 and shapes[0][2] * shapes[0][3] <= 2 * 2**16
     assert_only_hole_changed(big_photo, result, hole)
+
+
+def test_a_small_photo_with_a_half_hole_fills_at_the_training_scale(astronaut):
+    """Issue 31: a 256-px photo with a 50 % hole is filled whole, at once, at its own (the training) scale, like
+    the bare network: no downscaled window and no coarse-to-fine pass."""
+    from pconv_hf import PConvUNet
+
+    torch.manual_seed(0)
+    model = PConvUNet(layer_size=5, base_channels=8, sample_size=256).eval()
+    photo = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    disc = disc_hole(256, 256, 102)  # 50 % of the photo, 204 px wide: over three times the reach
+    irregular = next(valid for bucket, valid in fixed_masks(6, 256, 256, seed=2026) if bucket == 4) == 0  # 40-50 %
+    for hole in (disc, irregular):
+        assert 0.4 < hole.mean() <= 0.51
+        (window,) = plan_native_windows(hole, min_side=model.sample_size)
+        assert window.box == (0, 0, 256, 256) and window.scale == 1.0
+        mask = hole.view(np.uint8) * 255
+        result, shapes = network_inputs(model, lambda mask=mask: model.inpaint(photo, mask))
+        assert shapes == [(1, 3, 256, 256)]
+        assert np.array_equal(np.asarray(result), np.asarray(model.inpaint(photo, mask, strategy="crop")))
+        assert_only_hole_changed(photo, result, hole)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("size, hole", [((256, 256), "wide"), ((1100, 1500), "thin"), ((1100, 1500), "wide")])
+def test_pixels_outside_the_hole_are_unchanged_on_every_path(tiny_model, astronaut, strategy, size, hole):
+    height, width = size
+    photo = cv2.resize(astronaut, (width, height), interpolation=cv2.INTER_AREA)
+    hole_mask = line_hole(height, width, 6) if hole == "thin" else disc_hole(height, width, height // 3)
+    result = tiny_model.inpaint(photo, hole_mask.view(np.uint8) * 255, strategy=strategy)
+    assert_only_hole_changed(photo, result, hole_mask)
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(reach=2), "reach"), (dict(max_pixels=10**9), "max_pixels")])

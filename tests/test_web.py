@@ -379,6 +379,19 @@ def test_page_plans_the_same_windows_as_python(tmp_path):
     assert {"several", "budget"} <= paths
 
 
+def test_page_fills_a_photo_of_the_training_size_whole_like_python(tmp_path):
+    """Issue 31's rule in windows.js: a photo no bigger than the training size is one window at scale 1, however
+    wide its hole (here wider than ``reach``, which would downscale it on a larger photo)."""
+    hole = np.zeros((60, 50), bool)
+    hole[5:55, 5:40] = True
+    hole.astype(np.uint8).tofile(tmp_path / "hole.bin")
+    request = {"mode": "plan", "height": 60, "width": 50, "hole": str(tmp_path / "hole.bin")}
+    native = run_node(tmp_path, {**request, "options": {"strategy": "native", "sampleSize": 64, "reach": 16}})
+    expected = [[*w.box, w.scale] for w in plan_native_windows(hole, reach=16, min_side=64)]
+    assert expected == [[0, 0, 60, 50, 1.0]]
+    assert [[w["top"], w["left"], w["height"], w["width"], w["scale"]] for w in native] == expected
+
+
 def test_page_pipeline_matches_inpaint_with_a_stand_in_network(tmp_path):
     """pipeline.js's fill against inpaint() with the same stand-in network, native (a downscaled, refined window,
     two at full scale) and crop: exact outside the hole, within 1 grey level inside."""
@@ -535,3 +548,11 @@ def test_cli_web_and_errors(exported, tmp_path, capsys):
         assert exit_info.value.code == 1
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and error.startswith("pconv-export: error: ") and message in error
+
+
+def test_the_page_says_it_runs_the_network_only_fill():
+    """The texture stage is not ported to the page: the page says so where a user reads first, and the
+    inpaint() call it matches is the network-only one (texture=False)."""
+    page = (Path(pconv_hf.web.__file__).parent / "static" / "index.html").read_text()
+    header = page[page.index("<header>") : page.index("</header>")]
+    assert "network-only fill" in header and "--texture" in header

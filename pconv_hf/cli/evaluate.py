@@ -23,7 +23,10 @@ from .common import add_runtime_arguments, int_range
 NATIVE_PROG = "pconv-evaluate --protocol native"
 
 PROTOCOLS = ("paper", "native")
-DESCRIPTION = "Evaluate a PConvUNet against baselines with the paper's protocol (Liu et al. 2018, Table 1)."
+DESCRIPTION = (
+    "Evaluate a PConvUNet against baselines with the paper's protocol (Liu et al. 2018, Table 1): the bare network, "
+    "and in the next row the same model through inpaint()'s default strategy, as users call it."
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--baselines",
         default="telea,ns",
-        help="Comma-separated: telea, ns (OpenCV Navier-Stokes), "
-        "unet:DIR (another saved model, e.g. the plain-convolution baseline); '' for none.",
+        help="Comma-separated: telea, ns (OpenCV Navier-Stokes), shiftmap (OpenCV's exemplar fill: seconds per "
+        "image, far slower than the rest), unet:DIR (another saved model, e.g. the plain-convolution baseline); "
+        "'' for none.",
     )
     parser.add_argument(
         "--resolution",
@@ -107,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Mask seed (0 = the training validation masks).")
     parser.add_argument("--batch_size", type=int_range(1, 4096), default=16, help="Images per forward pass.")
     parser.add_argument("--num_grid_images", type=int_range(1, 64), default=4, help="Rows of comparison.png.")
-    # Metrics are always computed in float32; --dtype is the autocast dtype of the PConv models' forward passes.
+    # Metrics are always computed in float32; --dtype is the autocast dtype of the PConv models' forward passes
+    # (the inpaint() row's too).
     add_runtime_arguments(parser, dtype_default="float32")
     parser.add_argument(
         "--no_lpips",
@@ -133,7 +138,12 @@ def parse_native_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--masks", default=None, help="a mask folder written by an earlier run, to compare on")
     parser.add_argument("--masks_per_bucket", type=int, default=1, help="masks per photo and hole-ratio bucket")
     parser.add_argument("--seed", type=int, default=2026, help="mask seed")
-    parser.add_argument("--baselines", default="telea,ns", help="comma-separated: telea, ns, unet:DIR; '' for none")
+    parser.add_argument(
+        "--baselines",
+        default="telea,ns,shiftmap",
+        help="comma-separated: telea, ns, shiftmap (OpenCV's exemplar fill, tens of seconds per fill), unet:DIR; "
+        "'' for none",
+    )
     parser.add_argument("--inpaint_options", default="", help="inpaint() options for the model, key=value,...")
     parser.add_argument("--no_lpips", action="store_true", help="skip LPIPS")
     add_runtime_arguments(parser)
@@ -152,7 +162,7 @@ def native_methods(args: argparse.Namespace) -> dict:
             label, fill = BASELINES[spec]
             methods[label] = fill
         else:
-            raise ValueError(f"--baselines: unknown method {spec!r}; use telea, ns or unet:DIR")
+            raise ValueError(f"--baselines: unknown method {spec!r}; use telea, ns, shiftmap or unet:DIR")
     return methods
 
 

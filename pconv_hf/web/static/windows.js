@@ -121,9 +121,10 @@ export function holeRegions(hole, height, width, gap = GROUP_GAP) {
 }
 
 /**
- * windows.plan_native_windows: non-overlapping windows that cover every hole pixel, each at the scale
- * min(1, reach / hole width), lowered until the window (its group's box plus margin working pixels, at least
- * minSide working pixels a side) holds at most maxPixels working pixels; the whole photo when they would cover it.
+ * windows.plan_native_windows: one window at scale 1 for a photo no bigger than minSide a side; otherwise
+ * non-overlapping windows that cover every hole pixel, each at the scale min(1, reach / hole width), lowered
+ * until the window (its group's box plus margin working pixels, at least minSide working pixels a side) holds at
+ * most maxPixels working pixels; the whole photo when they would cover it.
  * @param {Uint8Array} hole 1 = fill, height * width
  * @param {object} options reach, maxPixels, margin, minSide (inpaint() passes the model's sample_size)
  */
@@ -141,7 +142,12 @@ export function planNativeWindows(hole, height, width, options = {}) {
     return { ...box, scale, holeWidth: region.holeWidth };
   };
   const union = (a, b) => ({ ...unionBounds(a, b), holeWidth: Math.max(a.holeWidth, b.holeWidth) });
-  const windows = mergeOverlapping(holeRegions(hole, height, width), window, union);
+  const regions = holeRegions(hole, height, width);
+  // windows._fits_training_size: a photo no bigger than the training crops is filled whole at its own scale.
+  if (regions.length && Math.max(height, width) <= minSide) {
+    return [{ top: 0, left: 0, height, width, scale: 1.0, holeWidth: Math.max(...regions.map((r) => r.holeWidth)) }];
+  }
+  const windows = mergeOverlapping(regions, window, union);
   const area = windows.reduce((sum, w) => sum + w.height * w.width, 0);
   if (area < height * width) return windows;
   const holeWidth = Math.max(0, ...windows.map((w) => w.holeWidth));
