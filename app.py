@@ -767,6 +767,42 @@ RENAME_JS = """() => {
   new MutationObserver(rename).observe(document.body, {childList: true, subtree: true});
 }"""
 
+# The editor's layout (Gradio 6 takes CSS only in launch(), so the page adds it on load, whoever launches the app):
+# before a photo its 8-pixel canvas (work-around 2 below) would show at 1000 % under tools that do nothing, so those
+# are hidden and one line says where photos come from; with a photo, the canvas starts right of the tool bar, which
+# covered the photo's left edge (narrowed when the photo arrives: the editor re-fits its canvas on that resize, not
+# on one before its canvas exists). A photo dropped on the editor goes into the photo box, the one way photos come in.
+EDITOR_CSS = """
+#editor:has(.image-container > .empty) :is(.pixi-target, .pixi-target-crop, .top-panel, .toolbar-wrap) {
+  visibility: hidden;
+}
+#editor .image-container > .empty::before {
+  content: "Upload or drop a photo (in the Photo box above, or here), then";
+  display: block;
+}
+#editor:not(:has(.image-container > .empty)) :is(.pixi-target, .pixi-target-crop) {
+  left: 56px !important;
+  width: calc(100% - 56px) !important;
+}
+"""
+LAYOUT_JS = f"""() => {{
+  const style = document.createElement("style");
+  style.textContent = `{EDITOR_CSS}`;
+  document.head.appendChild(style);
+  const overEditor = (event) => event.target instanceof Element && event.target.closest("#editor") !== null;
+  document.addEventListener("dragover", (event) => {{
+    if (overEditor(event) && event.dataTransfer?.types.includes("Files")) event.preventDefault();
+  }}, true);
+  document.addEventListener("drop", (event) => {{
+    const input = document.querySelector("#photo input[type=file]");
+    if (!overEditor(event) || !input || !event.dataTransfer?.files.length) return;
+    event.preventDefault();
+    event.stopPropagation();
+    input.files = event.dataTransfer.files;
+    input.dispatchEvent(new Event("change", {{bubbles: true}}));
+  }}, true);
+}}"""
+
 
 class EditorRelay:
     """The image editor as the page shows it, and a hidden twin that carries its value to and from the server.
@@ -801,6 +837,8 @@ class EditorRelay:
        :func:`raw_input` component, but for the photo box an example fills with a value, never an update);
        :meth:`send` copies the editor into both, so that a note, which leaves the reply as it is, hands the editor
        back its own paint.
+    7. **Layout** (:meth:`arrange`, :data:`EDITOR_CSS`): no 8-pixel canvas at 1000 % before a photo, the tool bar
+       beside the photo rather than over its left edge, and a photo dropped on the editor loaded by the photo box.
     """
 
     def __init__(self, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, **editor_options) -> None:
@@ -829,6 +867,10 @@ class EditorRelay:
 
     def rename_stroke_buttons(self, demo: gr.Blocks) -> None:
         demo.load(None, js=RENAME_JS)
+
+    def arrange(self, demo: gr.Blocks) -> None:
+        """The editor's CSS and its photo drops (:data:`LAYOUT_JS`), set up when the page loads."""
+        demo.load(None, js=LAYOUT_JS)
 
     def _read(self, payload):
         if payload is None:
@@ -1343,6 +1385,7 @@ def build_demo(
         page = build_page(models, max_megapixels, events.example_values)
         wire_events(page, events)
         page.editor.rename_stroke_buttons(demo)
+        page.editor.arrange(demo)
         demo.unload(sessions.close)
     demo.sessions = sessions
     demo.workdir = temporary  # the temporary folder lives (and is removed) with the app

@@ -8,8 +8,9 @@ Everything that opens an image file goes through here, so a photo or a mask read
   the tag is then gone, so results hold upright pixels and carry no orientation.
 - **Modes**: 16-bit integer images are scaled by 65535 (every 16/32-bit integer mode), float images are [0, 1];
   :func:`to_rgb` is the network's 8-bit RGB, :func:`to_eight_bit` the simplest 8-bit mode (the app's copy).
-  16-bit grey keeps its values in either byte order; 16-bit colour files are read at 8 bits (Pillow's limit) with a
-  warning that says so.
+  16-bit grey keeps its values in either byte order. Pillow reads 16-bit colour at 8 bits: :func:`open_image` says so
+  in a warning, :func:`open_full_depth` (``pconv-inpaint``) reads 16-bit RGB(A) PNG / TIFF with OpenCV as uint16
+  arrays, and :func:`save_image` writes them back at 16 bits.
 - **Frames**: of a multi-frame file (animated GIF / PNG / WebP, multi-page TIFF) only the first frame is read,
   with a warning naming the file and its frame count (an MPO's extra frames are previews, read silently).
 - **A user's image in and out** (:func:`to_source`): a PIL image of any mode, an array, a tensor or a path as the
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from struct import error as struct_error
 
+import cv2
 import numpy as np
 import pillow_heif
 import torch
@@ -195,7 +197,8 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
     """Read an image file fully, turned upright by its EXIF orientation (the tag is then dropped).
 
     A multi-frame file (animation, multi-page TIFF) gives its first frame and a ``UserWarning`` saying so; a
-    16-bit colour file gives 8-bit pixels (Pillow's limit) and a ``UserWarning`` saying so.
+    16-bit colour file gives 8-bit pixels (Pillow's limit) and a ``UserWarning`` saying so (:func:`open_full_depth`
+    keeps 16-bit colour PNG and TIFF).
     A file over Pillow's decompression-bomb *warning* size (``PIL.Image.MAX_IMAGE_PIXELS``, up to twice it) is
     read, with one ``UserWarning`` naming the file and its size instead of Pillow's.
 
@@ -203,6 +206,25 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
         ValueError: naming the file, when it is missing, a folder, not an image, truncated, or has more than
             twice Pillow's decompression-bomb limit of pixels.
     """
+    image, _ = _read(path, what, full_depth=False)
+    return image
+
+
+def open_full_depth(
+    path: str | os.PathLike, what: str = "image"
+) -> tuple[Image.Image | np.ndarray, Image.Image | dict]:
+    """A photo file at its full bit depth, as ``inpaint()`` takes it, and the ``like`` of :func:`save_image`.
+
+    A 16-bit RGB or RGBA PNG / TIFF (which Pillow reads at 8 bits) is read by OpenCV as a uint16 (H, W, 3|4) RGB(A)
+    array, turned upright by its EXIF orientation as :func:`open_image` does; ``like`` is then a dict of its ICC
+    profile and EXIF (orientation 1), as Pillow reads them. Any other file is :func:`open_image`'s PIL image, which
+    is its own ``like``. Warnings and errors are :func:`open_image`'s.
+    """
+    return _read(path, what, full_depth=True)
+
+
+def _read(path: str | os.PathLike, what: str, full_depth: bool) -> tuple[Image.Image | np.ndarray, Image.Image | dict]:
+    """(upright pixels, their metadata's ``like``) for :func:`open_image` and :func:`open_full_depth`."""
     if os.path.isdir(path):
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: it is a folder")
     try:
@@ -211,39 +233,101 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Image.Image:
             with Image.open(path) as opened:
                 frames = getattr(opened, "n_frames", 1)
                 deep_colour = opened.mode in ("RGB", "RGBA", "LA") and ";16" in _raw_mode(opened)
-                opened.load()
-                upright = ImageOps.exif_transpose(opened)
+                pixels = why_eight_bits = None
+                if full_depth and deep_colour and opened.mode != "LA" and opened.format in ("PNG", "TIFF"):
+                    pixels, why_eight_bits = _read_deep_colour(path, opened)
+                    if pixels is not None:
+                        like, deep_colour = _header_metadata(opened), False  # kept at 16 bits: nothing to say
+                if pixels is None:
+                    opened.load()
+                    pixels = like = ImageOps.exif_transpose(opened)
         if frames > 1 and opened.format not in _STILL_WITH_EXTRAS:
             warnings.warn(
                 f"{what} file {os.fspath(path)!r} has {frames} frames (an animation or a multi-page file); only the "
                 "first frame is read, so the result is that one still image",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if deep_colour:
+            keeps = (
+                ". pconv-inpaint keeps 16-bit RGB(A) PNG and TIFF (pconv_hf.images.open_full_depth reads them as "
+                "uint16 arrays for inpaint())"
+            )
             warnings.warn(
-                f"{what} file {os.fspath(path)!r} has 16 bits per channel; Pillow reads colour (and grey + alpha) "
-                "at 8 bits, so it is used (and written) at 8 bits per channel. To keep 16 bits, pass its pixels to "
-                "inpaint() as a uint16 array (e.g. read by cv2.imread(path, cv2.IMREAD_UNCHANGED))",
+                f"{what} file {os.fspath(path)!r} has 16 bits per channel; "
+                f"{why_eight_bits or 'Pillow reads colour (and grey + alpha) at 8 bits'}, so it is used (and "
+                f"written) at 8 bits per channel{'' if full_depth else keeps}",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         for warning in caught:
             if issubclass(warning.category, Image.DecompressionBombWarning):
-                width, height = upright.size
+                height, width = pixels.shape[:2] if isinstance(pixels, np.ndarray) else pixels.size[::-1]
                 warnings.warn(
                     f"{what} file {os.fspath(path)!r} is large ({width}x{height} = {width * height:,} pixels, over "
                     f"Pillow's {Image.MAX_IMAGE_PIXELS:,}-pixel check): reading it as a trusted file",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             else:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        return upright
+        return pixels, like
     except Image.DecompressionBombError as err:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {_bomb_message(err)}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise ValueError(f"cannot read {what} file {os.fspath(path)!r}: {err}") from err
+
+
+# EXIF orientation -> the numpy view that turns stored pixels upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a),
+}
+
+
+def _read_deep_colour(path: str | os.PathLike, opened: Image.Image) -> tuple[np.ndarray | None, str | None]:
+    """A 16-bit RGB(A) file Pillow has opened (header only) as an upright uint16 (H, W, 3|4) RGB(A) array, or
+    (None, why) when OpenCV cannot read it as Pillow shows it (the caller then reads it at 8 bits and says why)."""
+    orientation = _header_exif(opened).get(_EXIF_ORIENTATION, 1)
+    if opened.format == "TIFF" and orientation in (5, 6, 7, 8):
+        # OpenCV (5.1) applies a TIFF's orientation tag itself and fails on the ones that swap width and height.
+        return None, f"OpenCV cannot read a 16-bit TIFF turned by its orientation tag ({orientation})"
+    # IMREAD_UNCHANGED keeps 16 bits and alpha; whether it turns the pixels by the orientation depends on the format
+    # (a PNG's eXIf: never; a TIFF's tag: yes, in OpenCV 5.1), so a turned photo is checked against Pillow's below.
+    stored = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    channels = len(opened.getbands())
+    if stored is None or stored.dtype != np.uint16 or stored.ndim != 3 or stored.shape[2] != channels:
+        return None, "OpenCV could not read its 16-bit pixels"
+    rgb = stored[..., [2, 1, 0, 3][:channels]]  # OpenCV's BGR(A) -> RGB(A)
+    if orientation not in _UPRIGHT:
+        if stored.shape[:2] != opened.size[::-1]:
+            height, width = stored.shape[:2]
+            return None, f"OpenCV read {width}x{height} pixels of a {opened.width}x{opened.height} file"
+        return np.ascontiguousarray(rgb), None
+    opened.load()  # Pillow's 8-bit pixels (the high byte of each value), upright: the reference
+    shown = np.asarray(ImageOps.exif_transpose(opened))
+    for candidate in (_UPRIGHT[orientation](rgb), rgb):
+        if candidate.shape == shown.shape and np.array_equal(candidate >> 8, shown):
+            return np.ascontiguousarray(candidate), None
+    return None, f"OpenCV's 16-bit pixels do not match the photo turned by its orientation ({orientation})"
+
+
+def _header_exif(opened: Image.Image) -> Image.Exif:
+    """The EXIF of an opened file, without decoding its pixels (Pillow's PNG getexif() decodes them all, at 8 bits,
+    to look for an eXIf chunk after the pixels; one before them, as written by cameras and editors, is read)."""
+    if opened.format == "PNG" and "exif" not in opened.info:
+        return Image.Exif()
+    return opened.getexif()
+
+
+def _header_metadata(opened: Image.Image) -> dict:
+    """An opened file's ICC profile and EXIF (upright: orientation 1) as :func:`save_image`'s ``like`` dict."""
+    return {"icc_profile": opened.info.get("icc_profile"), "exif": _upright_exif_bytes(_header_exif(opened))}
 
 
 # Formats whose extra frames are not more of the picture (an MPO's previews / depth maps after the photo).
@@ -662,7 +746,7 @@ _LAYOUT_TAGS |= {530, 532, 700, 33723, 34675}
 
 
 def save_image(
-    image: Image.Image,
+    image: Image.Image | np.ndarray,
     path: str | os.PathLike,
     *,
     like: Image.Image | dict | None = None,
@@ -676,18 +760,21 @@ def save_image(
     short sentence each; print or show them): RGBA / LA / transparent palette to JPEG or BMP are composited on
     white; 16-bit integer images (mode ``I;16`` / ``I``, 0..65535) become 8-bit by dividing by 257 (JPEG, WebP,
     BMP) and float images (mode ``F``, 0..1) become 8-bit by multiplying by 255, or 16-bit PNG by 65535 -- never
-    clipped, never blackened. PNG and TIFF keep 16-bit; TIFF keeps float.
+    clipped, never blackened. PNG and TIFF keep 16-bit; TIFF keeps float. 16-bit colour -- a uint16 (H, W, 3|4)
+    RGB(A) array, as :func:`open_full_depth` reads it and ``inpaint()`` returns it -- is written by OpenCV at 16 bits
+    to PNG and TIFF, and at 8 bits (divided by 257, with a note) to JPEG, WebP and BMP.
 
     Metadata: the ICC colour profile and the EXIF of ``like`` (the source photo, or its ``info`` dict; default
     the image itself) are written to PNG, JPEG, WebP and TIFF. The EXIF's orientation is reset to 1 (the pixels
     are upright) and its thumbnail (IFD1) is dropped; a profile for another colour space than the written
-    pixels (e.g. an RGB profile on a grey result) is dropped with a note, as is all metadata for BMP.
+    pixels (e.g. an RGB profile on a grey result) is dropped with a note, as is all metadata for BMP and for a
+    16-bit colour TIFF (OpenCV writes none there).
 
     The file is written to a temporary name beside ``path`` and renamed when complete, so a failure never
     leaves a half-written file (and never destroys an existing one).
 
     Args:
-        image: the PIL image to write.
+        image: the PIL image, or 16-bit colour array, to write.
         path: the output file; its folder must exist.
         like: the PIL image (or its ``info`` dict) whose ICC profile and EXIF the file gets.
         quality: 1-100, for lossy formats only: JPEG (default 95) and WebP (default: lossless).
@@ -702,8 +789,10 @@ def save_image(
             format, or a failed write (naming the file).
     """
     path = Path(path)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"save_image writes PIL images, got {type(image).__name__}")
+    if isinstance(image, np.ndarray):
+        _check_deep_colour(image)
+    elif not isinstance(image, Image.Image):
+        raise ValueError(f"save_image writes PIL images or uint16 RGB(A) arrays, got {type(image).__name__}")
     image_format = WRITE_FORMATS.get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"cannot tell the image format of {path.name!r}; use {', '.join(WRITE_FORMATS)}")
@@ -716,15 +805,21 @@ def save_image(
     if compress_level is not None and image_format != "PNG":
         raise ValueError(f"compress_level applies to PNG only; {path.name!r} is {image_format}")
     notes: list[str] = []
+    if isinstance(image, np.ndarray):
+        like = {} if like is None else like
+        if image_format in _HOLDS_DEEP_COLOUR:
+            _save_deep_colour(image, path, image_format, like, compress_level, notes)
+            return notes
+        image = _eight_bit_colour(image, image_format, path.name, notes)
     pixels = _writable_mode(image, image_format, path.name, notes)
-    options = _metadata_options(pixels, image_format, image if like is None else like, path.name, notes)
+    options = _metadata_options(pixels.mode, image_format, image if like is None else like, path.name, notes)
     if image_format == "JPEG":
         options["quality"] = DEFAULT_JPEG_QUALITY if quality is None else quality
     elif image_format == "WEBP":
         options.update({"lossless": True} if quality is None else {"quality": quality})
     elif image_format == "PNG" and compress_level is not None:
         options["compress_level"] = compress_level
-    _write_atomically(pixels, path, image_format, options)
+    _write_atomically(path, lambda file: pixels.save(file, format=image_format, **options))
     return notes
 
 
@@ -810,9 +905,7 @@ def _describe_mode(mode: str) -> str:
     return names.get(mode, f"mode {mode}")
 
 
-def _metadata_options(
-    pixels: Image.Image, image_format: str, like: Image.Image | dict, name: str, notes: list[str]
-) -> dict:
+def _metadata_options(mode: str, image_format: str, like: Image.Image | dict, name: str, notes: list[str]) -> dict:
     """``icc_profile`` / ``exif`` save options from ``like`` (None when absent, so nothing stale is written)."""
     info = like.info if isinstance(like, Image.Image) else dict(like)
     icc = info.get("icc_profile") or None
@@ -822,9 +915,9 @@ def _metadata_options(
         if kept:
             notes.append(f"{image_format} cannot hold an {' or '.join(kept)}: {name} is written without")
         return {}
-    if icc is not None and pixels.mode not in _ICC_SPACES.get(bytes(icc[16:20]), ()):
+    if icc is not None and mode not in _ICC_SPACES.get(bytes(icc[16:20]), ()):
         space = bytes(icc[16:20]).decode("latin-1").strip()
-        notes.append(f"the source's {space} colour profile does not fit {pixels.mode} pixels; {name} has none")
+        notes.append(f"the source's {space} colour profile does not fit {mode} pixels; {name} has none")
         icc = None
     return {"icc_profile": icc, "exif": exif or b""}
 
@@ -842,6 +935,12 @@ def _upright_exif(like: Image.Image | dict) -> bytes | None:
             source.load(raw if isinstance(raw, bytes) else raw.tobytes())
         except (SyntaxError, ValueError, OSError, struct_error):
             return None
+    return _upright_exif_bytes(source)
+
+
+def _upright_exif_bytes(source: Image.Exif) -> bytes | None:
+    """``source`` (IFD0 with its Exif and GPS sub-IFDs) as EXIF bytes, orientation 1, no thumbnail or file-layout
+    tags; None when empty. Sub-IFDs are read from ``source``'s file, so call this while it is open."""
     exif = Image.Exif()
     for tag, value in source.items():
         if tag in _LAYOUT_TAGS or tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
@@ -858,12 +957,73 @@ def _upright_exif(like: Image.Image | dict) -> bytes | None:
     return exif.tobytes()
 
 
-def _write_atomically(image: Image.Image, path: Path, image_format: str, options: dict) -> None:
+# --- 16-bit colour, which Pillow cannot hold: written by OpenCV ------------------------------------------------
+
+_HOLDS_DEEP_COLOUR = ("PNG", "TIFF")
+"""Formats :func:`save_image` writes 16-bit colour to at 16 bits (the others get 8 bits and a note)."""
+
+
+def _check_deep_colour(array: np.ndarray) -> None:
+    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
+        raise ValueError(
+            "save_image writes arrays of 16-bit colour only: uint16 (H, W, 3) RGB or (H, W, 4) RGBA, got "
+            f"{array.dtype} of shape {array.shape}; pass other images as PIL images"
+        )
+
+
+def _eight_bit_colour(array: np.ndarray, image_format: str, name: str, notes: list[str]) -> Image.Image:
+    """16-bit colour as an 8-bit PIL image for a format without 16-bit colour (0..65535 -> 0..255, rounded)."""
+    notes.append(f"{image_format} holds 8 bits per channel: {name} is written at 8 bits (0..65535 scaled to 0..255)")
+    eight = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)  # rint(value / 257) in integers
+    return Image.fromarray(eight, "RGBA" if array.shape[2] == 4 else "RGB")
+
+
+def _save_deep_colour(
+    array: np.ndarray,
+    path: Path,
+    image_format: str,
+    like: Image.Image | dict,
+    compress_level: int | None,
+    notes: list[str],
+) -> None:
+    """Write 16-bit RGB(A) to PNG (with the ICC profile and EXIF of ``like``) or TIFF (OpenCV writes none there)."""
+    mode = "RGBA" if array.shape[2] == 4 else "RGB"
+    options = _metadata_options(mode, image_format, like, path.name, notes)
+    icc, exif = options.get("icc_profile"), options.get("exif")
+    if image_format == "TIFF" and (icc or exif):
+        dropped = " or ".join(what for what, value in (("ICC profile", icc), ("EXIF", exif)) if value)
+        notes.append(f"16-bit colour TIFF is written by OpenCV, without an {dropped}: {path.name} has none")
+        icc = exif = None
+    kinds, chunks = [], []
+    if icc:
+        kinds.append(cv2.IMAGE_METADATA_ICCP)
+        chunks.append(np.frombuffer(icc, np.uint8))
+    if exif:  # a PNG's eXIf chunk holds the TIFF structure, without the "Exif\0\0" of a JPEG's APP1
+        kinds.append(cv2.IMAGE_METADATA_EXIF)
+        chunks.append(np.frombuffer(exif.removeprefix(b"Exif\x00\x00"), np.uint8))
+    level = 6 if compress_level is None else compress_level  # Pillow's default, so PNGs come out alike
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level] if image_format == "PNG" else []
+    bgr = np.ascontiguousarray(array[..., [2, 1, 0, 3][: array.shape[2]]])  # RGB(A) -> OpenCV's BGR(A)
+    suffix = ".png" if image_format == "PNG" else ".tif"
+    try:
+        if kinds:
+            ok, encoded = cv2.imencodeWithMetadata(suffix, bgr, kinds, chunks, params)
+        else:
+            ok, encoded = cv2.imencode(suffix, bgr, params)
+    except cv2.error as err:
+        raise ValueError(f"cannot write {path}: OpenCV could not encode it ({err})") from err
+    if not ok:
+        raise ValueError(f"cannot write {path}: OpenCV could not encode it as 16-bit {image_format}")
+    _write_atomically(path, lambda file: file.write_bytes(encoded.tobytes()))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` the file to a temporary name, then rename it to ``path`` (never a half-written ``path``)."""
     # A short hidden name beside the file (the same file system, so the rename is atomic) that fits wherever the
     # final name fits: a name near the 255-byte limit must not fail because of a suffix.
     temporary = path.with_name(f".{path.stem[:32]}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        image.save(temporary, format=image_format, **options)
+        write(temporary)
         os.replace(temporary, path)
     except (OSError, ValueError, KeyError, TypeError) as err:
         temporary.unlink(missing_ok=True)

@@ -1091,6 +1091,18 @@ def deep_grey_kept(name: str):
     return check
 
 
+def deep_colour_kept(result: Path, photo: Path, err: str) -> None:
+    """16-bit colour (RGB or RGBA) comes back as 16-bit colour, every value outside the hole exact (alpha exact
+    everywhere), the hole filled, and no warning or note."""
+    before, after = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in (photo, result))
+    assert after.dtype == np.uint16 and after.shape == before.shape, (after.dtype, after.shape)
+    np.testing.assert_array_equal(after[OUTSIDE], before[OUTSIDE])
+    if before.shape[2] == 4:
+        np.testing.assert_array_equal(after[..., 3], before[..., 3])
+    assert (after[BOX] != before[BOX]).any(axis=-1).mean() > 0.5
+    assert "warning" not in err and "note" not in err, err
+
+
 def first_frame_filled(name: str):
     def check(out: Path, err: str) -> None:
         warnings = [line for line in err.splitlines() if "warning" in line]
@@ -1133,12 +1145,9 @@ ISSUE_33_CASES = {
         ["--image", "{grey16_little.tif}", "--mask", "{mask.png}", "-o", "{out}/result.tif", *BASE],
         check=deep_grey_kept("grey16_little.tif"),
     ),
-    "16-bit colour png says 8 bits": Case(
+    "16-bit colour png keeps 16 bits": Case(
         ["--image", "{rgb16.png}", "--mask", "{mask.png}", "-o", "{out}/result.png", *BASE],
-        check=lambda out, err: (
-            ("pconv-inpaint: warning: image file" in err and "16 bits per channel" in err and "8 bits" in err)
-            or pytest.fail(err)
-        ),
+        check=lambda out, err: deep_colour_kept(out / "result.png", _FILES[0]["rgb16.png"], err),
     ),
     **{
         f"multi-frame {suffix}": Case(
@@ -1175,6 +1184,57 @@ def test_pconv_inpaint_issue_33(name, files, odd_files, model_variants, model_di
         assert case.message in err, err
         assert not any(out.iterdir()), list(out.iterdir())
     assert snapshot(files["photo.png"].parent) == inputs
+
+
+def _deep_colour_photo(files: dict[str, Path], folder: Path, channels: int, suffix: str) -> Path:
+    """The corpus photo at 16 bits: values above 255 and odd (no multiple of 257), a varied 16-bit alpha."""
+    rgb = np.asarray(Image.open(files["photo.png"]).convert("RGB")).astype(np.uint16)
+    deep = (rgb * 256 + np.arange(rgb.size, dtype=np.uint16).reshape(rgb.shape) % 256) | 1
+    if channels == 4:
+        alpha = (np.linspace(300, 65535, WIDTH).astype(np.uint16) | 1)[None, :].repeat(HEIGHT, axis=0)
+        deep = np.dstack([deep, alpha])
+    path = folder / f"rgb{'a' if channels == 4 else ''}16{suffix}"
+    assert cv2.imwrite(str(path), deep[..., [2, 1, 0, 3][:channels]])  # OpenCV writes BGR(A)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("channels", "suffix", "out_suffix"), [(4, ".png", ".png"), (3, ".tif", ".tif"), (4, ".tif", ".png")]
+)
+def test_pconv_inpaint_keeps_sixteen_bit_colour(files, model_dir, tmp_path, capsys, channels, suffix, out_suffix):
+    """Issue 33 item 4: 16-bit RGB(A) PNG / TIFF through pconv-inpaint comes back at 16 bits, exact outside the
+    hole (it came back 8-bit)."""
+    photo = _deep_colour_photo(files, tmp_path, channels, suffix)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["--image", photo, "--mask", files["mask.png"], "-o", out / f"result{out_suffix}", "--model", model_dir]
+    code, _, err = run_main(inpaint_main, argv, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    deep_colour_kept(out / f"result{out_suffix}", photo, err)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_pconv_inpaint_says_a_lossy_output_of_sixteen_bit_colour_is_eight_bit(
+    files, model_dir, tmp_path, capsys, suffix
+):
+    """A JPEG / WebP of a 16-bit photo: one note that it is written at 8 bits, the values divided by 257."""
+    photo = _deep_colour_photo(files, tmp_path, 3, ".png")
+    out = tmp_path / f"result{suffix}"
+    code, _, err = run_main(
+        inpaint_main, ["--image", photo, "--mask", files["mask.png"], "-o", out, "--model", model_dir], capsys
+    )
+    assert code == 0 and "Traceback" not in err, err
+    notes = [line for line in err.splitlines() if "note" in line]
+    assert len(notes) == 1 and f"{out.name} is written at 8 bits" in notes[0], err
+    eight = (cv2.imread(str(photo), cv2.IMREAD_UNCHANGED)[..., ::-1].astype(np.uint32) + 128) // 257
+    with Image.open(out) as result:
+        assert result.mode == "RGB"
+        if suffix == ".webp":  # lossless by default: exact
+            np.testing.assert_array_equal(np.asarray(result)[OUTSIDE], eight[OUTSIDE])
+        else:  # the 8-bit pixels through the same JPEG encoder differ only where the fill's blocks reach
+            Image.fromarray(eight.astype(np.uint8)).save(tmp_path / "eight.jpg", quality=95)
+            near = np.asarray(Image.open(tmp_path / "eight.jpg"), np.int16) - np.asarray(result, np.int16)
+            assert np.abs(near[:8]).max() == 0 and np.abs(near[OUTSIDE]).mean() < 1  # rows 0-7: far from the hole
 
 
 def test_folder_outputs_that_collide_after_resolving_are_refused(folder_job, model_dir, capsys):

@@ -3,6 +3,7 @@
 A photo is uploaded into the photo box; the editor gets a copy of at most app.EDIT_SIDE pixels to paint on.
 """
 
+import base64
 import importlib.util
 import io
 import re
@@ -153,6 +154,52 @@ def test_upload_paint_and_inpaint(page, tmp_path):
     assert abs(rows.mean() - 200) < 30 and abs(cols.mean() - 300) < 30  # the stroke landed where it was drawn
     np.testing.assert_array_equal(result[~hole], photo[~hole])  # the server inpainted the photo's exact pixels
     assert np.abs(result[hole].astype(int) - photo[hole]).mean() > 5
+
+
+def drop_file(page, selector: str, path: Path) -> None:
+    """Drag ``path`` from the desktop and drop it on ``selector`` (a DataTransfer holding the file)."""
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([encoded, name]) => {
+          const transfer = new DataTransfer();
+          const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], name, {type: "image/png"}));
+          return transfer;
+        }""",
+        [encoded, path.name],
+    )
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event(selector, event, {"dataTransfer": transfer})
+
+
+def test_editor_before_a_photo_takes_a_drop_and_its_tool_bar_leaves_the_photo_alone(page, tmp_path):
+    """Issue 33 item 18: before any photo the editor showed an 8-pixel canvas at 1000 % that took no drop; with the
+    photo, its tool bar covered the photo's left edge."""
+    photo_path = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(photo_path)  # 600 x 400
+    editor = page.locator("#editor")
+    with screenshot_on_failure(page, tmp_path / "failure.png"):
+        page.wait_for_timeout(500)  # the editor draws its canvas and tools
+        for hidden in (".zoom-number", "canvas >> nth=0", ".toolbar-wrap"):  # no 1000 %, no tools that do nothing
+            expect(editor.locator(hidden)).to_be_hidden()
+        hint = editor.locator(".image-container > .empty")
+        assert "Upload or drop a photo" in hint.evaluate("e => getComputedStyle(e, '::before').content")
+        drop_area, box = editor.locator(".image-container").bounding_box(), editor.bounding_box()
+        assert drop_area["width"] > 0.9 * box["width"] and drop_area["height"] > 0.9 * box["height"]
+        drop_file(page, "#editor .image-container", photo_path)  # the whole editor takes the drop
+        expect(page.get_by_text(EDITOR_HINT)).to_be_hidden()
+        expect(page.locator("#photo img")).to_be_visible()  # it went into the photo box, the one way in
+        expect(editor.locator(".zoom-number")).not_to_have_text("1000%")  # the zoom follows once the photo is drawn
+        zoom = int(editor.locator(".zoom-number").inner_text().strip().rstrip("%"))
+        assert 50 <= zoom <= 100, zoom  # the photo fitted to the editor, not 1000 %
+        page.wait_for_timeout(500)  # the canvas draws the photo
+        canvas, toolbar = editor.locator("canvas").first.bounding_box(), editor.locator(".toolbar-wrap").bounding_box()
+        shot = np.asarray(Image.open(io.BytesIO(editor.locator("canvas").first.screenshot())).convert("RGB"))
+        row = shot[shot.shape[0] // 2].astype(int)
+        shown = np.nonzero((row < 235).any(axis=-1))[0]  # the photo's pixels on the canvas's middle row
+        left, right = canvas["x"] + shown[0], canvas["x"] + shown[-1]
+        assert toolbar["x"] + toolbar["width"] < left, (toolbar, left)  # the bar beside the photo, not over it
+        assert right - left == pytest.approx(600 * zoom / 100, abs=4)  # the whole width of the photo is shown
 
 
 def test_big_photo_travels_as_screen_copies_and_downloads_full_size(page, tmp_path):

@@ -5,8 +5,10 @@ import warnings
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 from skimage import data
@@ -18,6 +20,7 @@ from pconv_hf.evaluation import mask_settings
 from pconv_hf.images import (
     displayed_size,
     list_images,
+    open_full_depth,
     open_image,
     save_image,
     simplest_mode,
@@ -463,18 +466,138 @@ def test_sixteen_bit_grey_in_either_byte_order_keeps_its_values(tiny_model, tmp_
             np.testing.assert_array_equal(np.asarray(written).astype(np.uint16)[~hole], values[~hole])
 
 
-def test_sixteen_bit_colour_png_says_it_is_read_at_eight_bits(tmp_path):
-    import cv2
+def deep_colour(height: int, width: int, channels: int = 3) -> np.ndarray:
+    """(H, W, C) uint16 RGB(A): a photo at 16 bits with values above 255 and odd (no multiple of 257, so an 8-bit
+    round trip cannot give them back); the alpha of RGBA varies too."""
+    rgb = data.coffee()[:height, :width].astype(np.uint16)
+    deep = (rgb * 256 + np.arange(rgb.size, dtype=np.uint16).reshape(rgb.shape) % 256) | 1
+    if channels == 4:
+        alpha = (np.linspace(300, 65535, width).astype(np.uint16) | 1)[None, :].repeat(height, axis=0)
+        deep = np.dstack([deep, alpha])
+    return deep
 
-    path = tmp_path / "deep.png"
-    cv2.imwrite(str(path), np.full((8, 8, 3), 40000, np.uint16))
-    with pytest.warns(UserWarning, match="deep.png' has 16 bits per channel.*8 bits"):
-        image = open_image(path)
-    assert image.mode == "RGB"
-    cv2.imwrite(str(path), np.full((8, 8, 3), 200, np.uint8))
+
+def write_deep(path: Path, rgb: np.ndarray, exif: bytes | None = None, icc: bytes | None = None) -> Path:
+    """A 16-bit colour PNG / TIFF written by OpenCV (BGR order), with an EXIF (APP1 bytes) and ICC profile if given."""
+    bgr = rgb[..., [2, 1, 0, 3][: rgb.shape[2]]]
+    kinds, chunks = [], []
+    for kind, chunk in (
+        (cv2.IMAGE_METADATA_EXIF, exif and exif.removeprefix(b"Exif\0\0")),
+        (cv2.IMAGE_METADATA_ICCP, icc),
+    ):
+        if chunk:
+            kinds.append(kind)
+            chunks.append(np.frombuffer(chunk, np.uint8))
+    assert cv2.imwriteWithMetadata(str(path), bgr, kinds, chunks) if kinds else cv2.imwrite(str(path), bgr)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_is_read_at_sixteen_bits(tmp_path, channels, suffix):
+    """open_full_depth reads 16-bit RGB(A) PNG / TIFF exactly, as uint16 RGB(A), without a warning; open_image
+    (Pillow) still reads it at 8 bits and says so; 8-bit colour stays a PIL image, without a warning."""
+    values = deep_colour(48, 64, channels)
+    path = write_deep(tmp_path / f"deep{suffix}", values)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        open_image(path)  # 8-bit colour: no warning
+        pixels, like = open_full_depth(path)
+    assert isinstance(pixels, np.ndarray) and pixels.dtype == np.uint16
+    np.testing.assert_array_equal(pixels, values)
+    assert isinstance(like, dict)
+    with pytest.warns(UserWarning, match=f"deep{suffix}' has 16 bits per channel.*8 bits.*pconv-inpaint keeps"):
+        assert open_image(path).mode == ("RGBA" if channels == 4 else "RGB")
+    write_deep(path, (values // 257).astype(np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image, like = open_full_depth(path)  # 8-bit colour: no warning
+    assert isinstance(image, Image.Image) and like is image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_is_turned_upright_as_pillow_turns_it(tmp_path, orientation):
+    """The EXIF orientation (which OpenCV's IMREAD_UNCHANGED ignores) turns the 16-bit pixels as open_image turns
+    the 8-bit ones (Pillow keeps a 16-bit value's high byte)."""
+    path = write_deep(tmp_path / "turned.png", deep_colour(48, 64), exif=exif_with_thumbnail(orientation)[0])
+    pixels, _ = open_full_depth(path)
+    with pytest.warns(UserWarning, match="8 bits"):
+        eight = np.asarray(open_image(path))
+    np.testing.assert_array_equal(pixels >> 8, eight)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_tiff_is_never_turned_twice(tmp_path, orientation):
+    """OpenCV turns a TIFF by its orientation tag itself (2-4) and cannot read the ones that swap the sides (5-8):
+    the first come back turned once, as Pillow turns them; the others at 8 bits, with a warning that says why."""
+    path = tmp_path / "turned.tif"
+    tifffile.imwrite(path, deep_colour(48, 64), photometric="rgb", extratags=[(274, "H", 1, orientation, True)])
+    with pytest.warns(UserWarning, match="8 bits"):
+        eight = np.asarray(open_image(path))
+    if orientation <= 4:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pixels, _ = open_full_depth(path)
+        np.testing.assert_array_equal(pixels >> 8, eight)
+    else:
+        with pytest.warns(UserWarning, match=rf"turned.tif' has 16 bits.*orientation tag \({orientation}\).*8 bits"):
+            image, _ = open_full_depth(path)
+        np.testing.assert_array_equal(np.asarray(image), eight)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_cli_keeps_sixteen_bit_colour_and_its_metadata(model_dir, tmp_path, capsys, channels):
+    """pconv-inpaint on a 16-bit camera PNG (EXIF orientation 6, an ICC profile): a 16-bit PNG, upright, exact
+    outside the hole (alpha exact everywhere), with the profile and the EXIF (orientation 1, no thumbnail)."""
+    exif, thumbnail = exif_with_thumbnail(6)
+    icc = display_p3_like_profile()
+    stored = deep_colour(96, 128, channels)  # 128 wide x 96 high; orientation 6 shows it 96 x 128
+    photo = write_deep(tmp_path / "camera16.png", stored, exif=exif, icc=icc)
+    upright = np.rot90(stored, -1)
+    hole = np.zeros(upright.shape[:2], bool)
+    hole[40:70, 30:60] = True
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert _run_cli(["--image", photo, "--mask", tmp_path / "mask.png", "-o", out, "--model", model_dir]) == 0
+    err = capsys.readouterr().err
+    assert "note" not in err and "warning" not in err, err
+    result = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3][:channels]]
+    assert result.dtype == np.uint16 and result.shape == upright.shape
+    np.testing.assert_array_equal(result[~hole], upright[~hole])
+    np.testing.assert_array_equal(result[..., 3:], upright[..., 3:])
+    assert (result[hole][:, :3] != upright[hole][:, :3]).any(axis=-1).mean() > 0.5
+    assert_metadata_kept(out, icc, thumbnail)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".webp", ".jpg", ".bmp"])
+def test_save_image_sixteen_bit_colour_says_what_it_cannot_keep(tmp_path, suffix):
+    """A 16-bit TIFF keeps the values but not the metadata (OpenCV writes none), with a note; JPEG, WebP and BMP
+    get 8 bits (value / 257, rounded) and a note saying so."""
+    values = deep_colour(48, 64)
+    like = {"icc_profile": display_p3_like_profile(), "exif": exif_with_thumbnail(1)[0]}
+    path = tmp_path / f"out{suffix}"
+    notes = save_image(values, path, like=like)
+    if suffix == ".tif":
+        assert notes == ["16-bit colour TIFF is written by OpenCV, without an ICC profile or EXIF: out.tif has none"]
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., ::-1], values)
+        return
+    assert notes[0] == f"{suffix[1:].upper().replace('JPG', 'JPEG')} holds 8 bits per channel: out{suffix} is " + (
+        "written at 8 bits (0..65535 scaled to 0..255)"
+    )
+    with Image.open(path) as written:
+        assert written.mode == "RGB"
+        if suffix in (".webp", ".bmp"):  # lossless: exact
+            np.testing.assert_array_equal(np.asarray(written), (values.astype(np.uint32) + 128) // 257)
+
+
+def test_save_image_refuses_other_arrays_and_writes_sixteen_bit_colour_whole(tmp_path):
+    for array in (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.float32)):
+        with pytest.raises(ValueError, match="16-bit colour only.*uint16 .H, W, 3. RGB"):
+            save_image(array, tmp_path / "out.png")
+    with pytest.raises(ValueError, match="cannot write .*missing/out.png"):
+        save_image(deep_colour(8, 8), tmp_path / "missing" / "out.png")
+    assert not any(tmp_path.iterdir())  # nothing, not even a temporary file
+    out = tmp_path / "out.png"
+    assert save_image(deep_colour(8, 8), out) == [] and [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
 def _frames(folder: Path, suffix: str) -> Path:

@@ -19,7 +19,8 @@ complete or absent. In folder mode a photo that fails (unreadable, truncated, wr
 the run: every other photo is processed, the failures are listed at the end and the exit status is 1. Ctrl+C
 stops a run with exit status 130 and says how many results were written (each complete); ``--skip_existing`` then
 does the rest. A multi-frame photo (animated GIF / PNG / WebP, multi-page TIFF) is filled in its first frame only,
-with a warning.
+with a warning. 16-bit colour (RGB / RGBA PNG or TIFF) keeps its 16 bits in a PNG or TIFF output (a JPEG / WebP
+output is 8-bit, with a note); 16-bit grey keeps them too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ..engines import choose_engine
-from ..images import IMAGE_SUFFIXES, WRITE_FORMATS, check_quality, displayed_size, list_images, open_image, save_image
+from ..images import (
+    IMAGE_SUFFIXES,
+    WRITE_FORMATS,
+    check_quality,
+    displayed_size,
+    list_images,
+    open_full_depth,
+    save_image,
+)
 from ..inpainting import Strategy, inpaint
 from . import common
 from .common import CliError, add_runtime_arguments, model_from_flag
@@ -160,11 +169,12 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def inpaint_file(model, image_path: Path, mask_path: Path, out_path: Path, args: argparse.Namespace) -> None:
-    """One photo: read, fill, write (metadata of the photo kept; notes on mode changes printed)."""
-    photo = open_image(image_path)
+    """One photo: read, fill, write (metadata of the photo kept; notes on mode changes printed). 16-bit colour
+    PNG / TIFF travels as a uint16 array, so it keeps its 16 bits (every pixel outside the hole exact)."""
+    photo, metadata = open_full_depth(image_path)
     result = inpaint(model, photo, mask_path, **_options(args))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    for note in save_image(result, out_path, like=photo, quality=args.quality):
+    for note in save_image(result, out_path, like=metadata, quality=args.quality):
         tqdm.write(f"note: {image_path.name}: {note}", file=sys.stderr)
 
 
