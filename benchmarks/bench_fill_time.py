@@ -1,11 +1,12 @@
-"""Fill time against photo size and hole size: ``inpaint()``'s default engine beside OpenCV Telea.
+"""Fill time against photo size and hole size: ``inpaint()`` without and with the texture stage, and OpenCV Telea.
 
     python benchmarks/bench_fill_time.py [--photo data/photos-full/holdout/<16-MP photo>.jpg] [--repeats 3]
 
 A photo (by default a scikit-image photo upscaled; better: a real 12-16 MP photo) is resized to each size; on
 each size an object-removal stroke (``pconv_hf.masks.object_mask``, brush 1.5-4 % of the long side) covers
 about 1 % and about 3 % of the photo, and a blob about 10 %. Each cell is the median of ``--repeats`` fills
-after one warm-up, in seconds; the 12-MP, 3 % stroke cell is issue 20's budget (<= 3 s on 2 cores).
+after one warm-up, in seconds: ``texture=False`` / ``texture=True`` (issue 30: the texture stage may cost at most
+what the network costs), then Telea; the 12-MP, 3 % stroke cell is issue 20's budget (<= 3 s on 2 cores).
 Run it on a quiet machine: anything else on the cores shows up in the numbers. The first lines name the CPU, its
 kind (``pconv_hf.engines.cpu_kind``: bf16-native, avx512, avx2) and the engine ``inpaint()`` runs with these options
 (``--options engine=torch,dtype=float32`` for float32 eager; ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``
@@ -62,11 +63,14 @@ def main() -> None:
         source = data.astronaut()
     model = pconv_hf.load_model(args.model)
     options = parse_inpaint_options(args.options)
+    if "texture" in options:
+        parser.error("--options must not set texture: every cell times both")
     print(f"CPU: {cpu_name()}, kind {cpu_kind()}; PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, "
           f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}")  # fmt: skip
     engine = {key: options[key] for key in ("engine", "dtype") if key in options}
     print(choose_engine(model, **engine).describe())
-    print(f"torch threads {torch.get_num_threads()}; seconds per fill, median of {args.repeats}")
+    print(f"torch threads {torch.get_num_threads()}; seconds per fill, median of {args.repeats}: network only / with "
+          "the texture stage (Telea)")  # fmt: skip
     header = "| photo | " + " | ".join(f"{kind} {low:.1%}-{high:.1%}" for kind, (low, high) in HOLES) + " |"
     print(header + "\n|" + "---|" * (1 + len(HOLES)))
     for megapixels in (float(size) for size in args.sizes.split(",")):
@@ -78,9 +82,12 @@ def main() -> None:
         for index, (kind, bucket) in enumerate(HOLES):
             hole = object_mask(height, width, kind, bucket, np.random.default_rng(index)) == 0
             mask = hole.view(np.uint8) * 255
-            ours = timed(lambda p=photo, m=mask: model.inpaint(p, m, **options), args.repeats)
+            plain, textured = (
+                timed(lambda p=photo, m=mask, t=texture: model.inpaint(p, m, **options, texture=t), args.repeats)
+                for texture in (False, True)
+            )
             telea = timed(lambda p=photo, m=mask: cv2.inpaint(p, m, 3, cv2.INPAINT_TELEA), args.repeats)
-            cells.append(f"{ours:.2f} (Telea {telea:.2f})")
+            cells.append(f"{plain:.2f} / {textured:.2f} (Telea {telea:.2f})")
         print(f"| {width}x{height} ({megapixels:g} MP) | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -1,12 +1,13 @@
 """Crops at 100 % zoom of fills at a photo's own size: the old default (crop windows at 256 px), the native
-strategy (the default), OpenCV Telea (diffusion) and OpenCV shift-map (exemplar), beside the original.
+strategy with the network's fill alone and with the texture stage (``texture=True``), OpenCV Telea (diffusion)
+and OpenCV shift-map (exemplar), beside the original.
 
     python scripts/native_figure.py --photo data/photos-full/holdout/<photo>.jpg --out native-crops.png \
         [--kind stroke --bucket 0.01,0.05 --seed 3 --crop 480]
 
 One object-removal mask (``pconv_hf.masks.object_mask``) is drawn on the photo; the figure shows a ``--crop``-px
-square around the hole's centre, unscaled, in five panels: original with the hole outlined | crop 256 | native |
-Telea | shift-map. Prints each fill's PSNR on the hole.
+square around the hole's centre, unscaled, in six panels: original with the hole outlined | crop 256 | native,
+network only | native + texture | Telea | shift-map. Prints each fill's PSNR on the hole and LPIPS on its box.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def main() -> None:
     mask = hole.view(np.uint8) * 255
     model = pconv_hf.load_model(args.model)
     fills = {
-        "crop 256 (old default)": np.asarray(model.inpaint(photo, mask, strategy="crop")),
-        "native (default)": np.asarray(model.inpaint(photo, mask)),
+        "crop 256 (old default)": np.asarray(model.inpaint(photo, mask, strategy="crop", texture=False)),
+        "native, network only": np.asarray(model.inpaint(photo, mask, texture=False)),
+        "native + texture": np.asarray(model.inpaint(photo, mask, texture=True)),
         "OpenCV Telea": cv2.inpaint(photo, mask, 3, cv2.INPAINT_TELEA),
         "OpenCV shift-map": shiftmap_fill(photo, hole),
     }
     for name, fill in fills.items():
-        print(f"{name}: PSNR on the hole {hole_metrics(fill, photo, hole, with_lpips=False)['psnr']:.2f} dB")
+        scores = hole_metrics(fill, photo, hole)
+        print(f"{name}: PSNR on the hole {scores['psnr']:.2f} dB, LPIPS on its box {scores['lpips']:.4f}")
 
     # The crop: centred on the hole pixel farthest from the known ones (the middle of the widest part).
     distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)

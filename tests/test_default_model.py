@@ -48,6 +48,7 @@ def test_default_checkpoint_is_small_and_safetensors_only():
         "native-crops.jpg",
         "samples.png",
         "seams.png",
+        "texture-crops.jpg",
     ]
     # The paper's width (base_channels 64) at layer_size 7 is 25.8 M parameters: 49 MiB in float16.
     assert (pconv_hf.DEFAULT_CHECKPOINT / "model.safetensors").stat().st_size <= 56 * 2**20
