@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .hub import CONFIG_NAME, MODEL_CARD_TEMPLATE, PAPER_URL, WEIGHTS_NAME, hub_reachable
 from .images import ImageLike
 from .inpainting import inpaint as _inpaint
+from .jsonfile import read_json_object
 from .layers import PartialConv2d, valid_channel_count
 from .onnx import export_onnx as _export_onnx
 from .runtime import DTYPES, autocast_dtype, default_device, eval_mode, free_memory, native_bf16, parse_device
@@ -189,20 +189,7 @@ def _read_config(path: str | os.PathLike, label: str, given: dict[str, Any] | No
     """``config.json`` as a dict of the constructor's keyword arguments; ValueError naming ``label`` and the key
     when it is not UTF-8 JSON, not an object, names a key PConvUNet does not take or lacks a required one that the
     caller did not pass either (``given``, ``from_pretrained``'s keyword arguments). The constructor checks values."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{label} is not UTF-8 text (byte {err.start}); save it again as UTF-8 JSON") from err
-    if not text.strip():
-        raise ValueError(f'{label} is empty; expected a JSON object of PConvUNet settings like {{"layer_size": 7}}')
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{label} is not valid JSON ({err})") from err
-    if not isinstance(config, dict):
-        shown = json.dumps(config)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise ValueError(f'{label} must hold a JSON object of PConvUNet settings like {{"layer_size": 7}}, got {shown}')
+    config = read_json_object(path, label, 'PConvUNet settings like {"layer_size": 7}')
     known = [name for name in inspect.signature(PConvUNet.__init__).parameters if name != "self"]
     unknown = sorted(set(config) - set(known))
     if unknown:

@@ -55,7 +55,6 @@ class TextureOptions:
     search_steps: int = 2
     search_radius: int = 96
     vote_radius: int = 1
-    match_contrast: bool = False
     blend_width: float = 8.0
     max_search_pixels: int = 150_000
 
@@ -121,7 +120,7 @@ def synthesize_texture(
             return (guide, sources) if return_sources else guide
         if previous is None:  # the coarsest level starts from the network's fill
             nnf = canvas.random_matches()
-            estimate = canvas.pixels[canvas.flat_targets]
+            estimate = _take(canvas.pixels, canvas.flat_targets)
         else:  # finer levels from the coarser matches, doubled
             nnf = canvas.matches_from(previous, nnf)
             estimate = torch.from_numpy(canvas.keep_low_frequencies(canvas.vote(nnf)))
@@ -135,8 +134,6 @@ def synthesize_texture(
         previous = canvas
     out = guide.copy()
     out[hole] = estimate.numpy()
-    if options.match_contrast:
-        out = _match_contrast(out, hole, options.keep_low)
     if options.blend_width > 0:  # near the hole's edge the network's fill is closest to the truth: keep it there
         inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 3)[hole]
         weight = np.clip((inside - 1) / options.blend_width, 0, 1)[:, None]
@@ -144,21 +141,6 @@ def synthesize_texture(
     out[hole] = np.clip(out[hole], 0, 1)
     if return_sources:
         return out, canvas.source_rows_cols(nnf)
-    return out
-
-
-def _match_contrast(image: np.ndarray, hole: np.ndarray, sigma: float) -> np.ndarray:
-    """Scale the hole's detail (what a blur of ``sigma`` removes) so that its energy matches the known pixels
-    around the hole: voting averages several copies and loses contrast that the photo has."""
-    detail = image - cv2.GaussianBlur(image, (0, 0), sigma)
-    from_hole = cv2.distanceTransform((~hole).view(np.uint8), cv2.DIST_L2, 3)
-    ring = (from_hole > 3 * sigma) & (from_hole <= 12 * sigma)
-    inside = hole & (cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 3) > 2)
-    if ring.sum() < 64 or inside.sum() < 16:
-        return image
-    gain = math.sqrt(float((detail[ring] ** 2).mean()) / max(float((detail[inside] ** 2).mean()), 1e-8))
-    out = image.copy()
-    out[hole] += (min(max(gain, 1.0), 2.0) - 1.0) * detail[hole]
     return out
 
 
@@ -190,8 +172,6 @@ class _Level:
     ) -> None:
         self.options, self.generator = options, generator
         self.height, self.width = hole.shape
-        self.image = image
-        self.hole = hole
         # Hole pixels (targets) in row-major order, and an index map from (row, col) to target number.
         self.targets = torch.from_numpy(np.argwhere(hole))  # (N, 2)
         self.target_index = torch.full((self.height, self.width), -1, dtype=torch.int64)
@@ -208,39 +188,38 @@ class _Level:
         self.pixels = torch.from_numpy(np.ascontiguousarray(image)).reshape(-1, 3)
         self.flat_targets = self._flat(self.targets)
         self._neighbour_cache: dict[tuple[int, int], torch.Tensor] = {}
-        guide_low = cv2.GaussianBlur(image, (0, 0), options.guide_sigma)
-        self.guide_low = torch.from_numpy(guide_low).reshape(-1, 3)[self._flat(self.targets)]
+        # The level's image is the guide (the network's fill in the hole): its low frequencies at the targets, for
+        # the match term and for keep_low_frequencies, are the same for every round.
+        guide_low = cv2.GaussianBlur(image, (0, 0), options.guide_sigma).reshape(-1, 3)
+        self.guide_weight = math.sqrt(9 * options.guide_weight)
+        self.guide_low = self.guide_weight * torch.from_numpy(guide_low[self.flat_targets.numpy()])
+        self.guide_kept = cv2.GaussianBlur(image, (0, 0), options.keep_low).reshape(-1, 3)[self.flat_targets.numpy()]
         if self.sources.shape[0]:
-            self.source_features = self._features(image, self.sources, guide_low)
+            source_low = torch.from_numpy(guide_low[self._flat(self.sources).numpy()])
+            self.source_features = torch.cat([self._samples(image, self.sources), self.guide_weight * source_low], 1)
 
     # --- patch descriptors --------------------------------------------------------------------------------
 
     def _flat(self, points: torch.Tensor) -> torch.Tensor:
         return points[:, 0] * self.width + points[:, 1]
 
-    def _features(self, image: np.ndarray, points: torch.Tensor, low: np.ndarray) -> torch.Tensor:
-        """(len(points), 30): 3 x 3 samples of the lightly blurred image around each point, and the
-        low-frequency colour at the point (weighted by the guide weight)."""
+    def _samples(self, image: np.ndarray, points: torch.Tensor) -> torch.Tensor:
+        """(len(points), 27): 3 x 3 samples of the lightly blurred image around each point. A descriptor is these
+        and the low-frequency colour at the point (weighted by the guide weight): 30 numbers."""
         blurred = torch.from_numpy(cv2.GaussianBlur(image, (0, 0), 0.8 * PATCH_STEP / 2)).reshape(-1, 3)
         rows, cols = points[:, 0:1], points[:, 1:2]
         offsets = torch.arange(-1, 2) * PATCH_STEP
         dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
         sample_rows = (rows + dy.reshape(1, -1)).clamp_(0, self.height - 1)
         sample_cols = (cols + dx.reshape(1, -1)).clamp_(0, self.width - 1)
-        samples = blurred[(sample_rows * self.width + sample_cols).reshape(-1)].reshape(len(points), -1)
-        low_colour = torch.from_numpy(low).reshape(-1, 3)[self._flat(points)]
-        return torch.cat([samples, math.sqrt(9 * self.options.guide_weight) * low_colour], dim=1)
+        return _take(blurred, sample_rows * self.width + sample_cols).reshape(len(points), -1)
 
     def set_estimate(self, values: np.ndarray | torch.Tensor) -> None:
         """Put the current hole estimate into the level's image and describe every hole pixel's patch."""
-        values = torch.as_tensor(values, dtype=torch.float32)
         image = self.pixels.clone()
-        image[self._flat(self.targets)] = values
-        image_np = image.reshape(self.height, self.width, 3).numpy()
-        samples = self._features(image_np, self.targets, np.zeros_like(image_np))[:, :27]
-        weight = math.sqrt(9 * self.options.guide_weight)
-        self.target_features = torch.cat([samples, weight * self.guide_low], dim=1)
-        self.estimate_image = image
+        image[self.flat_targets] = torch.as_tensor(values, dtype=torch.float32)
+        samples = self._samples(image.reshape(self.height, self.width, 3).numpy(), self.targets)
+        self.target_features = torch.cat([samples, self.guide_low], dim=1)
 
     def _distance(self, source_ids: torch.Tensor) -> torch.Tensor:
         """Squared distance of every target's descriptor to the descriptors of ``source_ids`` (N, K)."""
@@ -353,13 +332,10 @@ class _Level:
     def keep_low_frequencies(self, values: torch.Tensor) -> np.ndarray:
         """The voted values with their low frequencies replaced by the network's (the level's guide)."""
         image = self.pixels.clone()
-        flat = self._flat(self.targets)
-        image[flat] = values
+        image[self.flat_targets] = values
         image_np = image.reshape(self.height, self.width, 3).numpy()
-        sigma = self.options.keep_low
-        low_now = cv2.GaussianBlur(image_np, (0, 0), sigma).reshape(-1, 3)[flat.numpy()]
-        low_guide = cv2.GaussianBlur(self.image, (0, 0), sigma).reshape(-1, 3)[flat.numpy()]
-        return values.numpy() + (low_guide - low_now)
+        low_now = cv2.GaussianBlur(image_np, (0, 0), self.options.keep_low).reshape(-1, 3)[self.flat_targets.numpy()]
+        return values.numpy() + (self.guide_kept - low_now)
 
     def source_rows_cols(self, nnf: torch.Tensor) -> np.ndarray:
         return self.sources[nnf].numpy()

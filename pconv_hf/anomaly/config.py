@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..feature_weights import feature_weights_path
+from ..jsonfile import read_json_object
 from ..masks import check_grid_layout
 
 CONFIG_NAME = "anomaly.json"
@@ -118,16 +119,7 @@ class AnomalyConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ValueError(f"{str(directory)!r} has no {CONFIG_NAME}: train it with `pconv-anomaly fit` first")
-        try:
-            values = json.loads(path.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not UTF-8 text (byte {error.start}); save it again as UTF-8 JSON") from error
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(values, dict):
-            shown = json.dumps(values)
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            raise ValueError(f'{path} must hold a JSON object of settings like {{"mode": "inpainting"}}, got {shown}')
+        values = read_json_object(path, str(path), 'settings like {"mode": "inpainting"}')
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
