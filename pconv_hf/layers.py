@@ -83,26 +83,92 @@ class PartialConv2d(nn.Conv2d):
         Returns:
             The output and its single-channel valid mask.
         """
-        with torch.no_grad(), torch.autocast(masked_input.device.type, enabled=False):
+        raw = F.conv2d(masked_input, self.weight, None, self.stride, self.padding, self.dilation)
+        return self.renormalise(raw, valid_channels, masked_input.dtype)
+
+    def renormalise(
+        self, raw: torch.Tensor, valid_channels: torch.Tensor, mask_dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The partial convolution's output from ``raw = W^T (X * M)`` (no bias), computed by the caller.
+
+        Args:
+            raw: the convolution of the masked input with this layer's weight, shape (N, C_out, H', W').
+            valid_channels: (N, 1, H, W), the number of valid input channels at each input pixel.
+            mask_dtype: the returned mask's dtype (the masked input's).
+
+        Returns:
+            The output and its single-channel valid mask, as :meth:`forward_masked`.
+        """
+        with torch.no_grad(), torch.autocast(raw.device.type, enabled=False):
             # float32: counts reach C_in * kh * kw (4608 for 512 channels and 3x3), past fp16's exact integers.
             count_dtype = torch.promote_types(valid_channels.dtype, torch.float32)
-            valid_count = F.conv2d(
-                valid_channels.to(count_dtype),
-                self.window_ones.to(count_dtype),
-                None,
-                self.stride,
-                self.padding,
-                self.dilation,
-            )
+            valid_count = self._window_sum(valid_channels.to(count_dtype))
             updated_mask = (valid_count > 0).to(count_dtype)
             # Windows with no valid input get scale 0, so they output exactly 0 without dividing by 0.
             scale = self.window_size / valid_count.clamp(min=1.0) * updated_mask
 
-        raw = F.conv2d(masked_input, self.weight, None, self.stride, self.padding, self.dilation)
         scale = scale.to(raw.dtype)
         if self.bias is None:
             output = raw * scale  # scale is already 0 where the window has no valid input
         else:
             bias = self.bias.view(1, -1, 1, 1).to(raw.dtype)
             output = torch.addcmul(bias, raw, scale).mul_(updated_mask.to(raw.dtype))
-        return output, updated_mask.to(masked_input.dtype)
+        return output, updated_mask.to(mask_dtype)
+
+    def _window_sum(self, counts: torch.Tensor) -> torch.Tensor:
+        """The sum of ``counts`` (N, 1, H, W) under each window of this convolution. A pooling sum where it has the
+        same windows (no dilation, padding at most half the kernel): 2-5x faster than a one-channel convolution
+        on a CPU and as exact (sums of small integers in float32). ONNX has no pooling sum, so exports convolve."""
+        pooling = self.dilation == (1, 1) and all(p <= k // 2 for p, k in zip(self.padding, self.kernel_size))
+        if pooling and not torch.onnx.is_in_onnx_export():
+            return F.avg_pool2d(
+                counts, self.kernel_size, self.stride, self.padding, count_include_pad=True, divisor_override=1
+            )
+        return F.conv2d(counts, self.window_ones.to(counts.dtype), None, self.stride, self.padding, self.dilation)
+
+
+# How the taps of a 3-tap kernel fall on the input once it is upsampled x2 (nearest): an output pixel of phase 0
+# (even) sees input offsets (-1, 0) with taps (w0, w1 + w2); phase 1 (odd) sees (0, +1) with taps (w0 + w1, w2).
+_PHASE_TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def nearest_upsampled_phases(weight: torch.Tensor) -> torch.Tensor:
+    """The (4 * C_out, C_in, 2, 2) kernel that :func:`conv3x3_nearest_upsampled` convolves with: the 2 x 2 kernels of
+    the four output phases (even / odd row, even / odd column), stacked as output channels, from a 3 x 3 ``weight``."""
+    with torch.autocast(weight.device.type, enabled=False):  # the tap sums in float32 or wider
+        dtype = torch.promote_types(weight.dtype, torch.float32)
+        taps = torch.tensor(_PHASE_TAPS, dtype=dtype, device=weight.device)
+        phases = torch.einsum("pak,qbl,oikl->pqoiab", taps, taps, weight.to(dtype))
+    return phases.reshape(4 * weight.shape[0], weight.shape[1], 2, 2).to(weight.dtype)
+
+
+def conv3x3_nearest_upsampled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` for a 3 x 3
+    ``weight``, without the upsampled tensor and with 4/9 of the multiplications.
+
+    Each of the four output phases (even / odd row and column) of a 3 x 3 convolution over a nearest-upsampled
+    input is a 2 x 2 convolution of the input itself, whose taps are sums of the 3 x 3 taps: one convolution
+    of ``x`` with the four phases' kernels stacked as output channels (:func:`nearest_upsampled_phases`), then the
+    phases interleaved. Exact up to floating-point rounding; about 2x faster on a CPU (5x for the decoder's last
+    layer, whose three output channels use the convolution kernels poorly at full resolution). In an ONNX export
+    the phase kernels are computed from the 3 x 3 ones in the graph (the file keeps the model's own weights), and
+    ONNX Runtime folds that computation once, when the session is created.
+    """
+    n, _, height, width = x.shape
+    out_channels = weight.shape[0]
+    phases = nearest_upsampled_phases(weight)
+    stacked = F.conv2d(F.pad(x, (1, 1, 1, 1)), phases)  # (N, 4 * C_out, H + 1, W + 1)
+    rows = []
+    for row in (0, 1):
+        pair = [
+            stacked[
+                :,
+                (2 * row + col) * out_channels : (2 * row + col + 1) * out_channels,
+                row : row + height,
+                col : col + width,
+            ]  # fmt: skip
+            for col in (0, 1)
+        ]
+        rows.append(torch.stack(pair, dim=-1).reshape(n, out_channels, height, 2 * width))
+    output = torch.stack(rows, dim=3).reshape(n, out_channels, 2 * height, 2 * width)
+    return output if bias is None else output + bias.view(1, -1, 1, 1).to(output.dtype)

@@ -88,7 +88,8 @@ def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = N
     height = multiple * torch.export.Dim("height_blocks", min=1)
     width = multiple * torch.export.Dim("width_blocks", min=1)
     shapes = {0: batch, 2: height, 3: width}
-    with warnings.catch_warnings():
+    # No gradients: the decoder takes its inference path (convolutions before upsampling, see DecoderBlock).
+    with warnings.catch_warnings(), torch.no_grad():
         # image and mask share their dimensions, so the exporter names each only once and says so.
         warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
         program = torch.onnx.export(

@@ -441,3 +441,35 @@ def test_widened_copies_grow_apart_and_refuse_narrowing():
     assert all(not torch.equal(weight[j], weight[source]) for j, source in copies)
     with pytest.raises(ValueError, match="above the model's 8"):
         widen(wide, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"boundary_blend": True}, {"conv_type": "plain"}, {"upsampling_mode": "bilinear"}]
+)
+def test_inference_path_computes_what_training_computes(kwargs):
+    """Without gradients the decoder convolves before upsampling (DecoderBlock._forward_subpixel): the same
+    output and masks as the training path, in float64 to rounding."""
+    torch.manual_seed(3)
+    model = PConvUNet(layer_size=4, base_channels=8, **kwargs).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.3)
+    image = torch.rand(2, 3, 48, 64, dtype=torch.float64)
+    mask = (torch.rand(2, 1, 48, 64) > 0.4).double()
+    mask[0, :, 8:40, 10:50] = 0
+    masks = {}
+    for grad in (True, False):
+        hooks = [
+            block.register_forward_hook(lambda module, args, out, g=grad: masks.setdefault(g, []).append(out[1]))
+            for block in model.decoder
+        ]
+        with torch.set_grad_enabled(grad):
+            output = model(image, mask)
+        for hook in hooks:
+            hook.remove()
+        masks.setdefault(("output", grad), output)
+    torch.testing.assert_close(masks["output", False], masks["output", True], rtol=1e-10, atol=1e-10)
+    for fast, slow in zip(masks[False], masks[True]):
+        assert (fast is None) == (slow is None)
+        if fast is not None:
+            assert fast.dtype == slow.dtype and torch.equal(fast, slow)

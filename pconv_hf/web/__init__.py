@@ -91,8 +91,9 @@ def store_weights_fp16(model: Any, keep: frozenset[str] = frozenset()) -> Any:
     """An ONNX model whose float32 weights are stored as float16, each followed by a Cast back to float32.
 
     The graph still computes in float32 and its inputs and outputs keep their types; only the file halves. Weights
-    that are float16 values already (the bundled model's) give bit-identical outputs. Initialisers named in
-    ``keep`` stay as they are.
+    that are float16 values already (the bundled model's) are stored exactly; kernels the exporter computed ahead
+    from them (the phase kernels of the decoder's small layers, sums of weights) round to float16, which moves the
+    output by about 1e-4. Initialisers named in ``keep`` stay as they are.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -137,11 +138,11 @@ def store_weights_uint8(model: Any) -> Any:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    kernels = {node.input[1] for node in graph.node if node.op_type == "Conv" and len(node.input) > 1}
+    kernels = _kernel_initializers(graph)
     nodes, scales = [], set()
     for tensor in graph.initializer:
-        if tensor.name not in kernels or tensor.data_type != TensorProto.FLOAT or len(tensor.dims) < 2:
-            continue
+        if tensor.name not in kernels or tensor.data_type != TensorProto.FLOAT or len(tensor.dims) != 4:
+            continue  # (the phase kernels' table of 0 / 1 taps is 3-D: it stays exact)
         values = numpy_helper.to_array(tensor)
         if np.all(values == values.flat[0]):
             continue
@@ -161,6 +162,21 @@ def store_weights_uint8(model: Any) -> Any:
         )  # fmt: skip
     _prepend_nodes(graph, nodes)
     return store_weights_fp16(model, keep=frozenset(scales))
+
+
+def _kernel_initializers(graph: Any) -> set[str]:
+    """The initializers a Conv's kernel is computed from: read by the Conv directly, or through the few nodes that
+    turn the decoder's 3 x 3 kernels into the phase kernels of its inference path (which ONNX Runtime folds)."""
+    producers = {output: node for node in graph.node for output in node.output}
+    initializers = {tensor.name for tensor in graph.initializer}
+    kernels, pending = set(), [node.input[1] for node in graph.node if node.op_type == "Conv" and len(node.input) > 1]
+    while pending:
+        name = pending.pop()
+        if name in initializers:
+            kernels.add(name)
+        elif name in producers:
+            pending.extend(producers.pop(name).input)
+    return kernels
 
 
 def _prepend_nodes(graph: Any, nodes: list) -> None:
