@@ -115,7 +115,7 @@ def synthesize_texture(
     previous: _Level | None = None
     nnf = None
     for level, (image, level_hole) in enumerate(pyramid):
-        canvas = _Level(image, level_hole, options, generator)
+        canvas = _Level(image, level_hole, options, generator, None if previous is None else (previous, nnf))
         if canvas.sources.shape[0] == 0:
             return (guide, sources) if return_sources else guide
         if previous is None:  # the coarsest level starts from the network's fill
@@ -169,7 +169,11 @@ class _Level:
         hole: np.ndarray,
         options: TextureOptions,
         generator: torch.Generator,
+        coarse: tuple[_Level, torch.Tensor] | None = None,
     ) -> None:
+        """``coarse``: the next coarser level and its matches; the known patches they point to, doubled, are sources
+        here too, however far from the hole (a coarse level searches as far in its own pixels, twice as far in
+        these), so that every hole pixel starts from its coarse match instead of a random one."""
         self.options, self.generator = options, generator
         self.height, self.width = hole.shape
         # Hole pixels (targets) in row-major order, and an index map from (row, col) to target number.
@@ -179,7 +183,10 @@ class _Level:
         # Sources: known pixels whose whole patch (and vote reach) is known, within the search radius of the hole.
         hole_u8 = hole.view(np.uint8)
         from_hole = cv2.distanceTransform(1 - hole_u8, cv2.DIST_C, 3)  # square footprints: chessboard distance
-        eligible = (from_hole > PATCH_RADIUS) & (from_hole <= options.search_radius + PATCH_RADIUS)
+        eligible = from_hole <= options.search_radius + PATCH_RADIUS
+        if coarse is not None:
+            eligible |= self._pointed(*coarse)
+        eligible &= from_hole > PATCH_RADIUS
         eligible[:PATCH_RADIUS], eligible[-PATCH_RADIUS:] = False, False
         eligible[:, :PATCH_RADIUS], eligible[:, -PATCH_RADIUS:] = False, False
         self.sources = torch.from_numpy(np.argwhere(eligible))  # (M, 2)
@@ -231,15 +238,28 @@ class _Level:
     def random_matches(self) -> torch.Tensor:
         return torch.randint(0, self.sources.shape[0], (self.targets.shape[0],), generator=self.generator)
 
-    def matches_from(self, coarse: _Level, coarse_nnf: torch.Tensor) -> torch.Tensor:
-        """Source ids (N,) from a coarser level's matches, doubled, where they land on a source here; random
-        sources elsewhere."""
-        nnf = self.random_matches()
+    def _doubled(self, coarse: _Level, coarse_nnf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For this level's targets: which lie under a coarser target (N,) bool, and for those, the coarser match
+        doubled (K, 2): the same place in the photo, at this level's scale (may fall outside the level)."""
         rows = (self.targets[:, 0] // 2).clamp_(max=coarse.height - 1)
         cols = (self.targets[:, 1] // 2).clamp_(max=coarse.width - 1)
         parent = coarse.target_index[rows, cols]
         has = parent >= 0
-        source = coarse.sources[coarse_nnf[parent[has]]] * 2 + (self.targets[has] % 2)
+        return has, coarse.sources[coarse_nnf[parent[has]]] * 2 + (self.targets[has] % 2)
+
+    def _pointed(self, coarse: _Level, coarse_nnf: torch.Tensor) -> np.ndarray:
+        """(H, W) bool: the pixels that the coarser level's matches, doubled, point to."""
+        _, source = self._doubled(coarse, coarse_nnf)
+        inside = (source[:, 0] < self.height) & (source[:, 1] < self.width)
+        pointed = np.zeros((self.height, self.width), bool)
+        pointed[source[inside, 0].numpy(), source[inside, 1].numpy()] = True
+        return pointed
+
+    def matches_from(self, coarse: _Level, coarse_nnf: torch.Tensor) -> torch.Tensor:
+        """Source ids (N,) from a coarser level's matches, doubled, where they land on a source here; random
+        sources elsewhere."""
+        nnf = self.random_matches()
+        has, source = self._doubled(coarse, coarse_nnf)
         inside = (source[:, 0] < self.height) & (source[:, 1] < self.width)
         ids = torch.full((int(has.sum()),), -1, dtype=torch.int64)
         ids[inside] = self.source_index[source[inside, 0], source[inside, 1]]

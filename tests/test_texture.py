@@ -111,3 +111,31 @@ def test_texture_runs_on_a_pil_photo_and_keeps_its_mode(tiny_model):
     out = tiny_model.inpaint(photo, Image.fromarray(mask), texture=True)
     assert out.mode == "L" and out.size == photo.size
     assert np.array_equal(np.asarray(out)[mask == 0], np.asarray(photo)[mask == 0])
+
+
+def test_finer_levels_start_from_the_coarse_matches_however_far_they_point():
+    """A coarse level searches as far in its own pixels as a finer one does in its: doubled, its matches can point
+    beyond the finer level's search radius. They must still start the finer level (a random source anywhere in the
+    photo was taken instead, and at fine levels of big holes, where there is no search, it stayed: speckles)."""
+    import torch
+
+    from pconv_hf.texture import TextureOptions, _Level
+
+    rng = np.random.default_rng(0)
+    options = TextureOptions(search_radius=8)
+    fine_hole = np.zeros((160, 160), bool)
+    fine_hole[70:90, 70:90] = True
+    coarse_hole = fine_hole.reshape(80, 2, 80, 2).any(axis=(1, 3))
+    fine_image = rng.random((160, 160, 3), dtype=np.float32)
+    coarse_image = fine_image.reshape(80, 2, 80, 2, 3).mean(axis=(1, 3))
+    generator = torch.Generator().manual_seed(0)
+    coarse = _Level(coarse_image, coarse_hole, options, generator)
+    # Every coarse target matched to the coarse source farthest from the hole (12 coarse pixels away: 24 fine).
+    far = int(np.argmax(np.abs(coarse.sources.numpy() - 40).max(axis=1)))
+    nnf = torch.full((coarse.targets.shape[0],), far, dtype=torch.int64)
+    fine = _Level(fine_image, fine_hole, options, generator, (coarse, nnf))
+    matches = fine.sources[fine.matches_from(coarse, nnf)]
+    expected = coarse.sources[far] * 2 + fine.targets % 2
+    distance = (expected - torch.tensor([80, 80])).abs().max()
+    assert distance > options.search_radius + PATCH_RADIUS + 10  # beyond this level's own search radius
+    assert torch.equal(matches, expected)
