@@ -9,7 +9,8 @@ hole-ratio bucket (saved to --masks on the first run, read back later so runs co
 SSIM / LPIPS of the hole's box, seconds per fill. ``--variant NAME[:key=value,...]`` adds ``inpaint()`` with
 those options (``default`` = no options); ``--compare DIR`` adds another saved model with the default options.
 OpenCV's diffusion fills (Telea, Navier-Stokes) and its exemplar fill (shift-map, ``--no_shiftmap`` leaves it out:
-it costs 5-30 s a fill on 2 cores, more than everything else together) run beside them. The report gives every
+it costs 5-30 s a fill on 2 cores, more than everything else together; ``--reuse_rows`` takes the OpenCV rows of an
+earlier run on the same masks instead) run beside them. The report gives every
 cell per size class and per mask kind (stroke, blob, silhouette), and the margins over the better diffusion fill
 and over shift-map.
 
@@ -30,12 +31,14 @@ import torch
 from pconv_hf import PConvUNet
 from pconv_hf.evaluation_native import (
     BASELINES,
+    CLASSICAL,
     EXEMPLAR,
     list_photos,
     make_cases,
     model_fill,
     parse_inpaint_options,
     read_cases,
+    read_rows,
     report,
     run_protocol,
     write_results,
@@ -56,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_photos", type=int, default=None, help="only the first N photos (a quick look)")
     parser.add_argument("--kinds", default=None, help="only these mask kinds, comma-separated (a quick look)")
     parser.add_argument("--no_shiftmap", action="store_true", help="leave out OpenCV's shift-map (the slow one)")
+    parser.add_argument(
+        "--reuse_rows",
+        default=None,
+        help="an earlier run's native_rows.csv (same --masks): its OpenCV rows are reused instead of run again",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.no_shiftmap and label in EXEMPLAR):
             methods[label] = fill
     print(f"{len(photos)} photos, {len(cases)} masks, methods: {', '.join(methods)}", file=sys.stderr)
-    rows = run_protocol(methods, cases)
+    reuse = read_rows(args.reuse_rows, CLASSICAL) if args.reuse_rows else None
+    rows = run_protocol(methods, cases, reuse=reuse)
     summary, by_kind, table = report(rows)
     print(table)
     if args.output_dir:

@@ -206,16 +206,27 @@ CLASSICAL = DIFFUSION + EXEMPLAR
 # --- running ------------------------------------------------------------------------------------------------
 
 
-def run_protocol(methods: dict[str, FillFn], cases: list[Case], with_lpips: bool | None = None) -> list[dict]:
-    """Every method on every case: one row per (case, method) with the metrics and the fill's seconds."""
+def run_protocol(
+    methods: dict[str, FillFn],
+    cases: list[Case],
+    with_lpips: bool | None = None,
+    reuse: dict[tuple[str, str, str], dict] | None = None,
+) -> list[dict]:
+    """Every method on every case: one row per (case, method) with the metrics and the fill's seconds. Rows found
+    in ``reuse`` (keyed by photo name, mask name and method, :func:`read_rows`) are taken as they are."""
     with_lpips = lpips_available() if with_lpips is None else with_lpips
+    reuse = reuse or {}
     rows = []
     photo_path, photo = None, None
     for case in tqdm(cases, desc="native protocol", unit="mask"):
+        todo = {name: fill for name, fill in methods.items() if (case.photo.name, case.mask.name, name) not in reuse}
+        rows.extend(reuse[case.photo.name, case.mask.name, name] for name in methods if name not in todo)
+        if not todo:
+            continue
         if case.photo != photo_path:
             photo_path, photo = case.photo, _rgb_array(case.photo)
         hole = to_hole_mask(case.mask, photo.shape[0], photo.shape[1])
-        for name, fill in methods.items():
+        for name, fill in todo.items():
             start = time.perf_counter()
             result = np.asarray(fill(photo, hole))
             seconds = time.perf_counter() - start
@@ -344,6 +355,27 @@ def write_results(
     if by_kind is not None:
         (output_dir / "native_results_by_kind.json").write_text(json.dumps(by_kind, indent=2))
     (output_dir / "native_table.md").write_text(table + "\n")
+
+
+def read_rows(path: str | Path, methods: Iterable[str]) -> dict[tuple[str, str, str], dict]:
+    """The rows of ``methods`` in an earlier run's ``native_rows.csv``, keyed as :func:`run_protocol`'s ``reuse``:
+    the deterministic OpenCV fills need not run again (shift-map alone costs more than everything else). The masks
+    must be the same files (same --masks folder): rows are matched by photo and mask file name."""
+    wanted = set(methods)
+    try:
+        with open(path, newline="") as file:
+            records = list(csv.DictReader(file))
+    except OSError as err:
+        raise ValueError(f"cannot read the rows file {str(path)!r}: {err.strerror or err}") from err
+    columns = {"photo", "mask", "size_class", "bucket", "kind", "method", "psnr", "ssim", "seconds"}
+    if records and not columns <= set(records[0]):
+        raise ValueError(f"{str(path)!r} is not a native_rows.csv: it lacks {sorted(columns - set(records[0]))}")
+    rows = {}
+    for record in records:
+        if record["method"] in wanted:
+            numbers = {key: float(record[key]) for key in ("psnr", "ssim", "lpips", "seconds") if key in record}
+            rows[record["photo"], record["mask"], record["method"]] = {**record, **numbers}
+    return rows
 
 
 def parse_inpaint_options(text: str) -> dict:
