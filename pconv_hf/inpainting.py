@@ -204,10 +204,9 @@ def inpaint(
 
     network, dtype = network_for(model, choice)
     with eval_mode(network):
+        fills = _fill_windows(network, source, hole_mask, windows, batch_size, dtype)
         if strategy == "native" and refine:
-            fills = _fill_coarse_to_fine(network, source, hole_mask, windows, reach, max_pixels, batch_size, dtype)
-        else:
-            fills = _fill_windows(network, source, hole_mask, windows, batch_size, dtype)
+            fills = _refine(network, source, hole_mask, windows, fills, reach, max_pixels, batch_size, dtype)
     if texture:
         fills = [
             synthesize_texture(source.crop_rgb(w.box), _crop(hole_mask, w.box), fill, seed=seed + i)
@@ -340,11 +339,12 @@ def _run_network(
     return [out[: rgb.shape[0], : rgb.shape[1]] for out, (rgb, _) in zip(output, inputs)]
 
 
-def _fill_coarse_to_fine(
+def _refine(
     model: InpaintingNetwork,
     source: Source,
     hole_mask: np.ndarray,
     windows: list[Window],
+    fills: list[np.ndarray],
     reach: float,
     max_pixels: int,
     batch_size: int,
@@ -352,46 +352,25 @@ def _fill_coarse_to_fine(
 ) -> list[np.ndarray]:
     """Coarse to fine: a window filled downscaled gets its hole's edge band refilled at the finest scale the
     pixel budget allows (at least 1.5x finer, else it is left as it is). The band is ``reach / 2`` working
-    pixels wide; the hole's interior keeps the coarse fill and is shown to the network as known context.
-
-    A window's scale is at most ``reach`` / its hole width, so its band is at least half that width: it holds every
-    hole pixel (measured on the held-out masks and on 12-MP strokes and blobs: all of them). The coarse fill would
-    then be thrown away whole, so such a window goes straight to the fine pass, whose result is the same (the
-    network never reads hole pixels): a third less work on a 12-MP photo. Only a window with hole pixels left
-    outside the band (distances measured differently in a corner case) is filled coarse first."""
-    fine_windows: dict[int, tuple[Window, np.ndarray]] = {}
+    pixels wide; the hole's interior keeps the coarse fill and is shown to the network as known context."""
+    todo = []
     for i, window in enumerate(windows):
         _, _, height, width = window.box
         fine = min(1.0, math.sqrt(max_pixels / (height * width)))
         if fine >= 1.5 * window.scale:
-            hole = _crop(hole_mask, window.box)
-            inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
-            fine_windows[i] = (
-                Window(window.box, fine, window.hole_width),
-                hole & (inside <= REFINE_BAND * reach / window.scale),
-            )
-    coarse = [i for i in range(len(windows)) if i not in fine_windows or _leaves_hole(hole_mask, *fine_windows[i])]
-    fills: list[np.ndarray | None] = [None] * len(windows)
-    for i, fill in zip(
-        coarse, _fill_windows(model, source, hole_mask, [windows[i] for i in coarse], batch_size, dtype)
-    ):
-        fills[i] = fill
-    todo = list(fine_windows)
-    images = [
-        source.crop_rgb(windows[i].box)
-        if fills[i] is None
-        else np.where(_crop(hole_mask, windows[i].box)[..., None], fills[i], source.crop_rgb(windows[i].box))
-        for i in todo
-    ]
-    bands = [fine_windows[i][1] for i in todo]
-    refined = _fill_windows(
-        model, source, hole_mask, [fine_windows[i][0] for i in todo], batch_size, dtype, images, bands
-    )
-    for i, band, fine_fill in zip(todo, bands, refined):
-        fills[i] = fine_fill if fills[i] is None else np.where(band[..., None], fine_fill, fills[i])
+            todo.append((i, Window(window.box, fine, window.hole_width)))
+    if not todo:
+        return fills
+    images, bands = [], []
+    for i, window in todo:
+        rgb, hole = source.crop_rgb(window.box), _crop(hole_mask, window.box)
+        images.append(np.where(hole[..., None], fills[i], rgb))
+        inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
+        # ``window`` is the fine pass's: the band is reach / 2 of *its* working pixels, so a wide hole keeps its
+        # coarse interior (filling it all at the fine scale lost 0.85 dB on the native protocol, 9 dB on one blob).
+        bands.append(hole & (inside <= REFINE_BAND * reach / window.scale))
+    refined = _fill_windows(model, source, hole_mask, [w for _, w in todo], batch_size, dtype, images, bands)
+    fills = list(fills)
+    for (i, _), band, fine_fill in zip(todo, bands, refined):
+        fills[i] = np.where(band[..., None], fine_fill, fills[i])
     return fills
-
-
-def _leaves_hole(hole_mask: np.ndarray, window: Window, band: np.ndarray) -> bool:
-    """Whether a window's hole has pixels outside its edge band (which keep the coarse fill)."""
-    return bool((_crop(hole_mask, window.box) & ~band).any())

@@ -94,25 +94,9 @@ function edgeBand(hole, photoWidth, box, reach, scale) {
   return crop;
 }
 
-/**
- * The edge band of a window to refill (null when it has no fine pass), and whether the band holds every hole pixel
- * of the window: a window's scale is at most reach / its hole width, so the band, reach / 2 working pixels wide,
- * nearly always does, and then the coarse fill would be thrown away whole and is skipped (as _fill_coarse_to_fine).
- */
-function refinePlan(hole, photoWidth, window, reach) {
-  if (!window.refine) return { band: null, covers: false };
-  const band = edgeBand(hole, photoWidth, window, reach, window.scale);
-  const { top, left, height, width } = window;
-  for (let y = 0; y < height; y++) {
-    const holeStart = (top + y) * photoWidth + left;
-    for (let x = 0; x < width; x++) if (hole[holeStart + x] && !band[y * width + x]) return { band, covers: false };
-  }
-  return { band, covers: true };
-}
-
 /** Fill one window of the photo and write its hole pixels into result. */
 async function fillWindow(rgba, hole, photoWidth, window, result, options) {
-  const { multiple, run, onRun, plan } = options;
+  const { multiple, run, reach = DEFAULT_REACH, onRun } = options;
   const { top, left, width } = window;
   const photoRow = (y, buffer) => {
     let source = ((top + y) * photoWidth + left) * 4;
@@ -121,19 +105,13 @@ async function fillWindow(rgba, hole, photoWidth, window, result, options) {
     }
   };
   const holeRow = (y, buffer) => buffer.set(hole.subarray((top + y) * photoWidth + left, (top + y) * photoWidth + left + width));
-  const { band, covers } = plan;
-  let coarse = null;
-  if (!covers) {
-    coarse = await predict(photoRow, holeRow, window, window.scale, multiple, run);
-    onRun();
-  }
+  const coarse = await predict(photoRow, holeRow, window, window.scale, multiple, run);
+  onRun();
+  let band = null;
   let fine = null;
-  if (covers) {
-    // The band is the whole hole: one pass at the fine scale.
-    fine = await predict(photoRow, holeRow, window, window.refine, multiple, run);
-    onRun();
-  } else if (band) {
+  if (window.refine) {
     // The coarse fill inside the hole is known context now; only the band along its edge is refilled.
+    band = edgeBand(hole, photoWidth, window, reach, window.refine);
     const filledRow = (y, buffer) => {
       photoRow(y, buffer);
       const fill = coarse(y);
@@ -148,7 +126,7 @@ async function fillWindow(rgba, hole, photoWidth, window, result, options) {
   }
   for (let y = 0; y < window.height; y++) {
     const holeStart = (top + y) * photoWidth + left;
-    const coarseRow = coarse ? coarse(y) : null;
+    const coarseRow = coarse(y);
     const fineRow = fine ? fine(y) : null;
     for (let x = 0; x < width; x++) {
       if (!hole[holeStart + x]) continue;
@@ -173,14 +151,10 @@ export async function fillHoles(rgba, hole, height, width, options) {
   const result = new Uint8ClampedArray(rgba);
   if (!hole.some((value) => value)) return { rgba: result, windows: [] };
   const windows = planFill(hole, height, width, options);
-  const reach = options.reach || DEFAULT_REACH;
-  const plans = windows.map((w) => refinePlan(hole, width, w, reach));
-  const total = plans.reduce((sum, plan) => sum + (plan.band && !plan.covers ? 2 : 1), 0);
+  const total = windows.reduce((sum, w) => sum + (w.refine ? 2 : 1), 0);
   let done = 0;
   onProgress(done, total);
   const onRun = () => onProgress(++done, total);
-  for (const [i, window] of windows.entries()) {
-    await fillWindow(rgba, hole, width, window, result, { ...options, onRun, plan: plans[i] });
-  }
+  for (const window of windows) await fillWindow(rgba, hole, width, window, result, { ...options, onRun });
   return { rgba: result, windows };
 }
