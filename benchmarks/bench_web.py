@@ -10,7 +10,9 @@ fresh browser context (empty cache) and measures:
   session creation and one 256x256 network pass at native scale);
 - 256 window: a second fill of that photo in the same page (the warm cost of one 256-window job);
 - 2400x1600: a photo with two separated holes, one too wide for the network's reach (filled downscaled, then its
-  edge band refined at full scale), one a thin stroke (full scale): three network passes.
+  edge band refined at full scale), one a thin stroke (full scale): three network passes;
+- 4000x3000: issue 32's 12-MP photo with a 2.5-3.5 % object-removal stroke (``pconv_hf.masks.object_mask``, the
+  mask of ``bench_fill_time.py``'s middle column), the native strategy's windows as Python plans them.
 
 Fill columns are the worker's time (planning, resizing and the network; the page's PNG encoding excluded). For
 the 2400x1600 photo the page's result is also compared with Python ONNX Runtime's default ``inpaint()`` on the
@@ -38,8 +40,10 @@ TIMEOUT_MS = 600_000
 
 
 def photos(folder: Path) -> dict[str, tuple[Path, Path]]:
-    """The 256x256 one-window case and the 2400x1600 two-hole case, as PNG photo and mask files."""
+    """The 256x256 one-window case, the 2400x1600 two-hole case and the 12-MP stroke, as PNG photo and mask files."""
     from skimage import data
+
+    from pconv_hf.masks import object_mask
 
     small = Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.BICUBIC)
     small_mask = np.zeros((256, 256), np.uint8)
@@ -49,8 +53,10 @@ def photos(folder: Path) -> dict[str, tuple[Path, Path]]:
     large_mask[300:540, 350:550] = 255
     for step in range(90):
         large_mask[1150 + step : 1162 + step, 1800 + 2 * step : 1812 + 2 * step] = 255
+    huge = Image.fromarray(data.astronaut()).resize((4000, 3000), Image.Resampling.BICUBIC)
+    huge_mask = (object_mask(3000, 4000, "stroke", (0.025, 0.035), np.random.default_rng(1)) == 0).view(np.uint8) * 255
     files = {}
-    for name, photo, mask in (("small", small, small_mask), ("large", large, large_mask)):
+    for name, photo, mask in (("small", small, small_mask), ("large", large, large_mask), ("huge", huge, huge_mask)):
         photo.save(folder / f"{name}.png")
         Image.fromarray(mask).save(folder / f"{name}-mask.png")
         files[name] = (folder / f"{name}.png", folder / f"{name}-mask.png")
@@ -88,7 +94,9 @@ def measure(browser, url: str, threads: int, files: dict, model_file: Path, chec
         engine = page.text_content("#engine")
         small, _ = fill(page, *files["small"])
         large, result = fill(page, *files["large"])
+        huge, _ = fill(page, *files["huge"])
         row = {"first result": f"{first:.1f} s", "256 window": f"{small:.2f} s", "2400x1600": f"{large:.1f} s"}
+        row["4000x3000, 3 % stroke"] = f"{huge:.1f} s"
         row["parity (max / mean)"] = parity(result, model_file, *files["large"]) if check else "(as above)"
         if f"wasm, {threads} thread" not in engine:
             row["note"] = engine

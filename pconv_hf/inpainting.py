@@ -295,7 +295,8 @@ def _fill_windows(
             for i, output in zip(chunk, outputs):
                 _, _, height, width = windows[i].box
                 if output.shape[:2] != (height, width):
-                    output = np.clip(cv2.resize(output, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+                    output = cv2.resize(output, (width, height), interpolation=cv2.INTER_CUBIC)
+                    np.clip(output, 0, 1, out=output)
                 fills[i] = output
     return fills
 
