@@ -144,10 +144,7 @@ class DecoderBlock(nn.Module):
             if self.upsampling_mode != "nearest":  # smooth modes spread values into upsampled holes
                 masked_x = masked_x * mask
             if self.boundary_blend:
-                features = self.conv(masked_x)
-                near, near_mask = self.known(skip, skip_mask)
-                blend = torch.sigmoid(self.blend_logit) * near_mask
-                return features + blend * (near - features), torch.ones_like(mask)
+                return self._blend_known(self.conv(masked_x), skip, skip_mask, mask)
             masked = torch.cat((masked_x, skip * skip_mask), dim=1)
             valid_channels = valid_channel_count(mask, self.in_channels) + valid_channel_count(skip_mask, skip.shape[1])
             x, mask = self.conv.forward_masked(masked, valid_channels)
@@ -172,9 +169,7 @@ class DecoderBlock(nn.Module):
         upsampled_mask = F.interpolate(mask, scale_factor=2, mode="nearest")
         if self.boundary_blend:
             features = conv3x3_nearest_upsampled(x * mask, up_weight, bias)
-            near, near_mask = self.known(skip, skip_mask)
-            blend = torch.sigmoid(self.blend_logit) * near_mask
-            return features + blend * (near - features), torch.ones_like(upsampled_mask)
+            return self._blend_known(features, skip, skip_mask, upsampled_mask)
         masked_x, masked_skip = x * mask, skip * skip_mask
         raw = conv3x3_nearest_upsampled(masked_x, up_weight) + F.conv2d(masked_skip, skip_weight, padding=1)
         valid_channels = valid_channel_count(upsampled_mask, self.in_channels) + valid_channel_count(
@@ -183,6 +178,15 @@ class DecoderBlock(nn.Module):
         # The mask's dtype as the plain path's (that of the concatenated masked input).
         x, mask = self.conv.renormalise(raw, valid_channels, torch.promote_types(masked_x.dtype, masked_skip.dtype))
         return self.activation(self.norm(x)), mask
+
+    def _blend_known(
+        self, features: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """boundary_blend's output: the features' prediction, blended at hole pixels next to known ones with the
+        partial convolution of the known pixels alone; every output pixel is valid."""
+        near, near_mask = self.known(skip, skip_mask)
+        blend = torch.sigmoid(self.blend_logit) * near_mask
+        return features + blend * (near - features), torch.ones_like(mask)
 
     def _split_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution's kernel over the upsampled features and over the skip (None with boundary_blend)."""
