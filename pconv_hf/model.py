@@ -69,6 +69,18 @@ def _weight_count(channels: list[int], kernels: list[int], in_channels: int) -> 
     return encoder + decoder
 
 
+def _folded_norm(norm: nn.Module, bias: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(scale, shift) per channel such that ``norm(conv(x) + bias) = conv(x) * scale + shift`` for an inference
+    BatchNorm (running statistics); ``(None, bias)`` when ``norm`` is the identity."""
+    if isinstance(norm, nn.Identity):
+        return None, bias
+    if not isinstance(norm, nn.BatchNorm2d) or norm.training or norm.running_var is None or norm.weight is None:
+        raise ValueError(f"only an affine BatchNorm2d in eval mode folds into a convolution, got {norm}")
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    return scale, shift if bias is None else shift + bias * scale
+
+
 class EncoderBlock(nn.Module):
     """Stride-2 convolution, optional BatchNorm, ReLU; the mask (if any) goes through the convolution."""
 
@@ -82,12 +94,27 @@ class EncoderBlock(nn.Module):
         self.norm = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.activation = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, premasked: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``premasked``: ``x`` is already 0 in its holes (inference, see :meth:`PConvUNet.forward`); then the
+        output is too."""
+        if premasked and mask is not None:
+            return self._forward_premasked(x, mask)
         if mask is None:
             x = self.conv(x)
         else:
             x, mask = self.conv(x, mask)
         return self.activation(self.norm(x)), mask
+
+    def _forward_premasked(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # BatchNorm folded into the convolution, everything after it in place: the only new tensor is the
+        # convolution's output (a few passes over memory fewer, and no fresh pages for the others).
+        scale, shift = _folded_norm(self.norm, self.conv.bias)
+        weight = self.conv.weight if scale is None else self.conv.weight * scale.view(-1, 1, 1, 1)
+        raw = F.conv2d(x, weight, None, self.conv.stride, self.conv.padding, self.conv.dilation)
+        x, mask = self.conv.renormalise_(raw, valid_channel_count(mask, self.conv.in_channels), x.dtype, shift)
+        return self.activation(x), mask
 
 
 class DecoderBlock(nn.Module):
@@ -130,7 +157,12 @@ class DecoderBlock(nn.Module):
         mask: torch.Tensor | None,
         skip: torch.Tensor,
         skip_mask: torch.Tensor | None,
+        premasked: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``premasked``: ``x`` and ``skip`` are already 0 in their holes (inference, see
+        :meth:`PConvUNet.forward`); then the output is too."""
+        if premasked and mask is not None:
+            return self._forward_premasked(x, mask, skip, skip_mask)
         if self.upsampling_mode == "nearest" and not torch.is_grad_enabled():
             return self._forward_subpixel(x, mask, skip, skip_mask)
         if mask is None:
@@ -178,6 +210,26 @@ class DecoderBlock(nn.Module):
         # The mask's dtype as the plain path's (that of the concatenated masked input).
         x, mask = self.conv.renormalise(raw, valid_channels, torch.promote_types(masked_x.dtype, masked_skip.dtype))
         return self.activation(self.norm(x)), mask
+
+    def _forward_premasked(
+        self, x: torch.Tensor, mask: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_forward_subpixel` for inputs already 0 in their holes, with the BatchNorm folded into the
+        convolution and everything after the convolutions in place."""
+        upsampled_mask = F.interpolate(mask, scale_factor=2, mode="nearest")
+        if self.boundary_blend:
+            features = conv3x3_nearest_upsampled(x, self.conv.weight, self.conv.bias)
+            return self._blend_known(features, skip, skip_mask, upsampled_mask)
+        scale, shift = _folded_norm(self.norm, self.conv.bias)
+        up_weight, skip_weight = self._split_weight()
+        if scale is not None:
+            up_weight, skip_weight = (w * scale.view(-1, 1, 1, 1) for w in (up_weight, skip_weight))
+        raw = conv3x3_nearest_upsampled(x, up_weight).add_(F.conv2d(skip, skip_weight, padding=1))
+        valid_channels = valid_channel_count(upsampled_mask, self.in_channels) + valid_channel_count(
+            skip_mask, skip.shape[1]
+        )
+        x, mask = self.conv.renormalise_(raw, valid_channels, torch.promote_types(x.dtype, skip.dtype), shift)
+        return self.activation(x), mask
 
     def _blend_known(
         self, features: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor, mask: torch.Tensor
@@ -430,23 +482,34 @@ class PConvUNet(
             image = image.to(torch.get_autocast_dtype(image.device.type))
         mask = mask.to(image.dtype)
 
+        # Inference: every feature map is kept 0 in its holes as it is made (in place), so no block multiplies
+        # its inputs by their masks, and BatchNorm folds into the convolutions. The same result (tested to float64
+        # rounding); the ONNX export keeps the plain graph.
+        premasked = (
+            self.conv_type == "partial"
+            and self._config["upsampling_mode"] == "nearest"
+            and not torch.is_grad_enabled()
+            and not torch.onnx.is_in_onnx_export()
+            and not any(module.training for module in self.modules())
+        )
+
         # 1. Input: the partial network carries the mask; the plain baseline sees holes filled with 0.5.
         if self.conv_type == "partial":
-            x, x_mask = image, mask
+            x, x_mask = (image * mask if premasked else image), mask
         else:
             x, x_mask = image * mask + 0.5 * (1 - mask), None
 
         # 2. Encoder: push every level (starting with the input) for the skip connections.
         skips = [(x, x_mask)]
         for block in self.encoder:
-            x, x_mask = block(x, x_mask)
+            x, x_mask = block(x, x_mask, premasked=premasked)
             skips.append((x, x_mask))
         skips.pop()  # the deepest level feeds the decoder directly
 
         # 3. Decoder: pop the matching level on the way up; the last skip is the input image and its mask.
         for block in self.decoder:
             skip, skip_mask = skips.pop()
-            x, x_mask = block(x, x_mask, skip, skip_mask)
+            x, x_mask = block(x, x_mask, skip, skip_mask, premasked=premasked)
         return x
 
     def _check_inputs(self, image: torch.Tensor, mask: torch.Tensor) -> None:

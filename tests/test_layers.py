@@ -156,19 +156,22 @@ def test_rejects_mismatched_mask():
         pconv(torch.randn(1, 3, 8, 8), torch.ones(1, 1, 8, 9))
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("bias", [False, True])
-def test_convolution_of_the_upsampled_input_equals_upsampling_first(bias):
-    """The decoder's inference path: a 3x3 convolution of a nearest-upsampled input, computed at the input's size."""
+def test_convolution_of_the_upsampled_input_equals_upsampling_first(bias, memory_format):
+    """The decoder's inference path: a 3x3 convolution of a nearest-upsampled input, computed at the input's size,
+    in the input's memory format."""
     from pconv_hf.layers import conv3x3_nearest_upsampled
 
     generator = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 5, 7, 9, generator=generator, dtype=torch.float64)
+    x = torch.randn(2, 5, 7, 9, generator=generator, dtype=torch.float64).contiguous(memory_format=memory_format)
     weight = torch.randn(4, 5, 3, 3, generator=generator, dtype=torch.float64)
     bias_values = torch.randn(4, generator=generator, dtype=torch.float64) if bias else None
     expected = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias_values, padding=1)
     output = conv3x3_nearest_upsampled(x, weight, bias_values)
     assert output.shape == expected.shape == (2, 4, 14, 18)
     torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+    assert output.is_contiguous(memory_format=memory_format)
     # Under bf16 autocast it rounds like the plain path, not worse.
     with torch.autocast("cpu", dtype=torch.bfloat16):
         fast = conv3x3_nearest_upsampled(x.float(), weight.float()).float()

@@ -446,15 +446,22 @@ def test_widened_copies_grow_apart_and_refuse_narrowing():
 @pytest.mark.parametrize(
     "kwargs", [{}, {"boundary_blend": True}, {"conv_type": "plain"}, {"upsampling_mode": "bilinear"}]
 )
-def test_inference_path_computes_what_training_computes(kwargs):
-    """Without gradients the decoder convolves before upsampling (DecoderBlock._forward_subpixel): the same
-    output and masks as the training path, in float64 to rounding."""
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_path_computes_what_training_computes(kwargs, memory_format):
+    """Without gradients the decoder convolves before upsampling (DecoderBlock._forward_subpixel), and in eval
+    mode every feature map is kept 0 in its holes in place with BatchNorm folded into the convolutions
+    (``premasked``): the same output and masks as the training path, in float64 to rounding, in either memory
+    format (inpaint()'s images arrive channels-last)."""
     torch.manual_seed(3)
     model = PConvUNet(layer_size=4, base_channels=8, **kwargs).double().eval()
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0, 0.3)
-    image = torch.rand(2, 3, 48, 64, dtype=torch.float64)
+        for module in model.modules():  # statistics far from (0, 1), so that folding them is tested
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.2, 3.0)
+    image = torch.rand(2, 3, 48, 64, dtype=torch.float64).contiguous(memory_format=memory_format)
     mask = (torch.rand(2, 1, 48, 64) > 0.4).double()
     mask[0, :, 8:40, 10:50] = 0
     masks = {}
@@ -469,6 +476,9 @@ def test_inference_path_computes_what_training_computes(kwargs):
             hook.remove()
         masks.setdefault(("output", grad), output)
     torch.testing.assert_close(masks["output", False], masks["output", True], rtol=1e-10, atol=1e-10)
+    if memory_format == torch.channels_last and kwargs.get("conv_type") != "plain":
+        # The decoder keeps the encoder's format (a mix makes every elementwise operation a slow transposition).
+        assert masks["output", False].is_contiguous(memory_format=torch.channels_last)
     for fast, slow in zip(masks[False], masks[True]):
         assert (fast is None) == (slow is None)
         if fast is not None:
