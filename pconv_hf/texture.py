@@ -21,6 +21,7 @@ composite it into the hole alone.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -196,14 +197,20 @@ class _Level:
         self.flat_targets = self._flat(self.targets)
         self._neighbour_cache: dict[tuple[int, int], torch.Tensor] = {}
         # The level's image is the guide (the network's fill in the hole): its low frequencies at the targets, for
-        # the match term and for keep_low_frequencies, are the same for every round.
-        guide_low = cv2.GaussianBlur(image, (0, 0), options.guide_sigma).reshape(-1, 3)
-        self.guide_weight = math.sqrt(9 * options.guide_weight)
-        self.guide_low = self.guide_weight * torch.from_numpy(guide_low[self.flat_targets.numpy()])
+        # keep_low_frequencies (and, in _descriptors, the match term), are the same for every round.
+        self.image = image
         self.guide_kept = cv2.GaussianBlur(image, (0, 0), options.keep_low).reshape(-1, 3)[self.flat_targets.numpy()]
-        if self.sources.shape[0]:
-            source_low = torch.from_numpy(guide_low[self._flat(self.sources).numpy()])
-            self.source_features = torch.cat([self._samples(image, self.sources), self.guide_weight * source_low], 1)
+
+    @functools.cached_property
+    def _descriptors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guide's low-frequency part of every target's descriptor (N, 3), and every source's descriptor
+        (M, 30). Only a level that searches needs them (a big hole's finest level does not: two whole-level blurs
+        and a gather saved there)."""
+        guide_low = cv2.GaussianBlur(self.image, (0, 0), self.options.guide_sigma).reshape(-1, 3)
+        weight = math.sqrt(9 * self.options.guide_weight)
+        target_low = weight * torch.from_numpy(guide_low[self.flat_targets.numpy()])
+        source_low = torch.from_numpy(guide_low[self._flat(self.sources).numpy()])
+        return target_low, torch.cat([self._samples(self.image, self.sources), weight * source_low], 1)
 
     # --- patch descriptors --------------------------------------------------------------------------------
 
@@ -226,11 +233,11 @@ class _Level:
         image = self.pixels.clone()
         image[self.flat_targets] = torch.as_tensor(values, dtype=torch.float32)
         samples = self._samples(image.reshape(self.height, self.width, 3).numpy(), self.targets)
-        self.target_features = torch.cat([samples, self.guide_low], dim=1)
+        self.target_features = torch.cat([samples, self._descriptors[0]], dim=1)
 
     def _distance(self, source_ids: torch.Tensor) -> torch.Tensor:
         """Squared distance of every target's descriptor to the descriptors of ``source_ids`` (N, K)."""
-        candidates = _take(self.source_features, source_ids).reshape(*source_ids.shape, -1)
+        candidates = _take(self._descriptors[1], source_ids).reshape(*source_ids.shape, -1)
         return ((candidates - self.target_features[:, None]) ** 2).sum(-1)
 
     # --- matching -----------------------------------------------------------------------------------------
