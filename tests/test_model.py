@@ -462,8 +462,11 @@ def test_inference_path_computes_what_training_computes(kwargs, memory_format):
                 module.running_mean.normal_(0, 0.5)
                 module.running_var.uniform_(0.2, 3.0)
     image = torch.rand(2, 3, 48, 64, dtype=torch.float64).contiguous(memory_format=memory_format)
-    mask = (torch.rand(2, 1, 48, 64) > 0.4).double()
+    # A shared mask for one image, a per-channel one for the other (a batch holds one shape: both 3-channel).
+    mask = (torch.rand(2, 1, 48, 64) > 0.4).double().repeat(1, 3, 1, 1)
+    mask[1, 1] = (torch.rand(48, 64) > 0.4).double()
     mask[0, :, 8:40, 10:50] = 0
+    original = image.clone()
     masks = {}
     for grad in (True, False):
         hooks = [
@@ -476,6 +479,7 @@ def test_inference_path_computes_what_training_computes(kwargs, memory_format):
             hook.remove()
         masks.setdefault(("output", grad), output)
     torch.testing.assert_close(masks["output", False], masks["output", True], rtol=1e-10, atol=1e-10)
+    assert torch.equal(image, original)  # the in-place inference never writes into its input
     if memory_format == torch.channels_last and kwargs.get("conv_type") != "plain":
         # The decoder keeps the encoder's format (a mix makes every elementwise operation a slow transposition).
         assert masks["output", False].is_contiguous(memory_format=torch.channels_last)
