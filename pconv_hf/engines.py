@@ -9,11 +9,13 @@ README's timing table and ``benchmarks/bench_engines.py`` for whole fills):
   (every graph optimisation, one intra-op thread per PyTorch thread), running an export of the model made once
   and cached on disk (:func:`cached_onnx_path`). It took 0.73x the time of float32 eager with PyTorch's kernels
   limited to AVX2 (ONNX Runtime's cannot be limited so), 0.75x for a whole 12-MP fill; its fill is float32's
-  within 1 grey level.
+  within 1 grey level. Since PyTorch's inference runs in place and in one memory format (the model's
+  ``premasked`` path), the two are level on a whole 12-MP fill here (PyTorch float32 with AVX2 kernels 3.07 s,
+  ONNX Runtime 2.95 s); ONNX Runtime stays the choice until a real AVX2-only CPU says otherwise.
 - Tried and not used: static int8 (QDQ, per-channel weights, calibrated on training photos) of every convolution
   lost 0.51 dB PSNR on the hole (0.05 dB allowed); with the three full-resolution layers left in float32, 0.05 dB
   on average and 0.11 dB on the worst photo, at a speed not measurable for AVX2 here (this CPU's int8 has VNNI).
-  Channels-last float32 took 0.92x of eager, slower than ONNX Runtime. torch.compile was not tried here: its cold
+  Channels-last float32 (the model converted, before the ``premasked`` path) took 0.92x of eager. torch.compile was not tried here: its cold
   compile took 55 s for the training step (README), and every new window shape compiles again.
 
 :class:`OnnxNetwork` is the ONNX Runtime session as a network ``inpaint()`` can run (``pconv_hf.onnx`` adds the
