@@ -595,7 +595,10 @@ def _build_discriminator(
     optimizer = torch.optim.AdamW(
         discriminator.parameters(),
         lr=config.discriminator_learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
+        betas=(
+            config.adam_beta1 if config.discriminator_adam_beta1 is None else config.discriminator_adam_beta1,
+            config.adam_beta2,
+        ),
         weight_decay=0.0,
     )
     return discriminator, optimizer

@@ -286,6 +286,16 @@ def test_adversarial_run_checkpoints_and_resumes_the_discriminator_exactly(photo
         )
 
 
+@pytest.mark.parametrize(("beta1", "expected"), [(None, 0.9), (0.5, 0.5)])
+def test_discriminator_optimizer_takes_its_own_beta1(beta1, expected):
+    from accelerate import Accelerator
+
+    config = TrainingConfig(**REQUIRED, lambda_adversarial=1.0, discriminator_adam_beta1=beta1, adam_beta2=0.99)
+    _, optimizer = training._build_discriminator(config, Accelerator(cpu=True))
+    assert optimizer.param_groups[0]["betas"] == (expected, 0.99)
+    assert optimizer.param_groups[0]["lr"] == config.discriminator_learning_rate
+
+
 def test_killed_checkpoint_write_leaves_the_previous_one_and_latest_resumes_it(
     photo_dir, tmp_path, monkeypatch, caplog
 ):
@@ -780,6 +790,7 @@ def test_flags_and_config_agree_on_every_default():
     ({"perceptual_network": "resnet"}, "--perceptual_network must be one of \\['vgg16', 'alexnet', 'none'\\], "
                                        "got 'resnet'"),
     ({"mixed_precision": "fp8"}, "--mixed_precision must be one of \\['no', 'fp16', 'bf16'\\], got 'fp8'"),
+    ({"discriminator_adam_beta1": 1.0}, "--discriminator_adam_beta1 must be in \\[0, 1\\), got 1.0"),
 ])  # fmt: skip
 def test_config_rejects_bad_values_by_name(changes, message):
     with pytest.raises(ValueError, match=message):
