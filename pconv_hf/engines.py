@@ -15,8 +15,9 @@ README's timing table and ``benchmarks/bench_engines.py`` for whole fills):
 - Tried and not used: static int8 (QDQ, per-channel weights, calibrated on training photos) of every convolution
   lost 0.51 dB PSNR on the hole (0.05 dB allowed); with the three full-resolution layers left in float32, 0.05 dB
   on average and 0.11 dB on the worst photo, at a speed not measurable for AVX2 here (this CPU's int8 has VNNI).
-  Channels-last float32 (the model converted, before the ``premasked`` path) took 0.92x of eager. torch.compile was not tried here: its cold
-  compile took 55 s for the training step (README), and every new window shape compiles again.
+  Channels-last float32 (the model converted, before the ``premasked`` path) took 0.92x of eager. torch.compile
+  was not tried here: its cold compile took 55 s for the training step (README), and every new window shape
+  compiles again.
 
 :class:`OnnxNetwork` is the ONNX Runtime session as a network ``inpaint()`` can run (``pconv_hf.onnx`` adds the
 export and :class:`~pconv_hf.onnx.OnnxInpainter`'s ``.inpaint()`` on top of it).
