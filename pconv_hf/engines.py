@@ -4,10 +4,10 @@ Measured on a native-strategy window (512x1024, the bundled model, the network's
 README's timing table and ``benchmarks/bench_engines.py`` for whole fills):
 
 - CUDA, or a CPU that computes bf16 natively (AVX-512 BF16 or AMX): PyTorch eager with bf16 autocast. On such a
-  CPU (AMD Zen 4) it took 0.49x the time of float32 eager, ONNX Runtime float32 0.70x.
+  CPU (AMD Zen 4) it took 0.50x the time of float32 eager, ONNX Runtime float32 0.79x (quiet, 2026-12-07).
 - Any other CPU (AVX2 only, like most laptops and many cloud CPUs): ONNX Runtime float32 on its CPU provider
   (every graph optimisation, one intra-op thread per PyTorch thread), running an export of the model made once
-  and cached on disk (:func:`cached_onnx_path`). It took 0.73x the time of float32 eager with PyTorch's kernels
+  and cached on disk (:func:`cached_onnx_path`). It took 0.81x the time of float32 eager with PyTorch's kernels
   limited to AVX2 (ONNX Runtime's cannot be limited so), 0.75x for a whole 12-MP fill; its fill is float32's
   within 1 grey level. Since PyTorch's inference runs in place and in one memory format (the model's
   ``premasked`` path), the two are level on a whole 12-MP fill here (PyTorch float32 with AVX2 kernels 3.07 s,
