@@ -178,8 +178,7 @@ class DecoderBlock(nn.Module):
             if self.boundary_blend:
                 return self._blend_known(self.conv(masked_x), skip, skip_mask, mask)
             masked = torch.cat((masked_x, skip * skip_mask), dim=1)
-            valid_channels = valid_channel_count(mask, self.in_channels) + valid_channel_count(skip_mask, skip.shape[1])
-            x, mask = self.conv.forward_masked(masked, valid_channels)
+            x, mask = self.conv.forward_masked(masked, self._valid_channels(mask, skip, skip_mask))
         return self.activation(self.norm(x)), mask
 
     def _forward_subpixel(
@@ -204,9 +203,7 @@ class DecoderBlock(nn.Module):
             return self._blend_known(features, skip, skip_mask, upsampled_mask)
         masked_x, masked_skip = x * mask, skip * skip_mask
         raw = conv3x3_nearest_upsampled(masked_x, up_weight) + F.conv2d(masked_skip, skip_weight, padding=1)
-        valid_channels = valid_channel_count(upsampled_mask, self.in_channels) + valid_channel_count(
-            skip_mask, skip.shape[1]
-        )
+        valid_channels = self._valid_channels(upsampled_mask, skip, skip_mask)
         # The mask's dtype as the plain path's (that of the concatenated masked input).
         x, mask = self.conv.renormalise(raw, valid_channels, torch.promote_types(masked_x.dtype, masked_skip.dtype))
         return self.activation(self.norm(x)), mask
@@ -225,11 +222,15 @@ class DecoderBlock(nn.Module):
         if scale is not None:
             up_weight, skip_weight = (w * scale.view(-1, 1, 1, 1) for w in (up_weight, skip_weight))
         raw = conv3x3_nearest_upsampled(x, up_weight).add_(F.conv2d(skip, skip_weight, padding=1))
-        valid_channels = valid_channel_count(upsampled_mask, self.in_channels) + valid_channel_count(
-            skip_mask, skip.shape[1]
-        )
+        valid_channels = self._valid_channels(upsampled_mask, skip, skip_mask)
         x, mask = self.conv.renormalise_(raw, valid_channels, torch.promote_types(x.dtype, skip.dtype), shift)
         return self.activation(x), mask
+
+    def _valid_channels(
+        self, upsampled_mask: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Valid input channels per pixel of the convolution's input: the upsampled features' and the skip's."""
+        return valid_channel_count(upsampled_mask, self.in_channels) + valid_channel_count(skip_mask, skip.shape[1])
 
     def _blend_known(
         self, features: torch.Tensor, skip: torch.Tensor, skip_mask: torch.Tensor, mask: torch.Tensor
