@@ -40,6 +40,7 @@ from .windows import (
     Window,
     plan_native_windows,
     plan_windows,
+    refine_boxes,
 )
 
 Strategy = Literal["native", "crop", "resize", "full"]
@@ -206,7 +207,9 @@ def inpaint(
     with eval_mode(network):
         fills = _fill_windows(network, source, hole_mask, windows, batch_size, dtype)
         if strategy == "native" and refine:
-            fills = _refine(network, source, hole_mask, windows, fills, reach, max_pixels, batch_size, dtype)
+            fills = _refine(
+                network, source, hole_mask, windows, fills, reach, max_pixels, model.sample_size, batch_size, dtype
+            )
     if texture:
         fills = [
             synthesize_texture(source.crop_rgb(w.box), _crop(hole_mask, w.box), fill, seed=seed + i)
@@ -348,30 +351,38 @@ def _refine(
     fills: list[np.ndarray],
     reach: float,
     max_pixels: int,
+    min_side: int,
     batch_size: int,
     dtype: torch.dtype | None,
 ) -> list[np.ndarray]:
-    """Coarse to fine: a window filled downscaled gets its hole's edge band refilled at the finest scale the
-    pixel budget allows (at least 1.5x finer, else it is left as it is). The band is ``reach / 2`` working
-    pixels wide; the hole's interior keeps the coarse fill and is shown to the network as known context."""
-    todo = []
+    """Coarse to fine: a window filled downscaled gets its hole's edge band refilled at the finest scale at which
+    the window fits the pixel budget (at least 1.5x finer, else it is left as it is). The band is ``reach / 2``
+    working pixels wide; the hole's interior keeps the coarse fill and is shown to the network as known context.
+    The network runs only on boxes around the band (:func:`~pconv_hf.windows.refine_boxes`), not on the whole
+    window: a wide hole's band is a thin line in a big window."""
+    images, bands, owners, pieces = [], [], [], []
     for i, window in enumerate(windows):
-        _, _, height, width = window.box
+        top, left, height, width = window.box
         fine = min(1.0, math.sqrt(max_pixels / (height * width)))
-        if fine >= 1.5 * window.scale:
-            todo.append((i, Window(window.box, fine, window.hole_width)))
-    if not todo:
-        return fills
-    images, bands = [], []
-    for i, window in todo:
+        if fine < 1.5 * window.scale:
+            continue
         rgb, hole = source.crop_rgb(window.box), _crop(hole_mask, window.box)
-        images.append(np.where(hole[..., None], fills[i], rgb))
+        filled = np.where(hole[..., None], fills[i], rgb)
         inside = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
-        # ``window`` is the fine pass's: the band is reach / 2 of *its* working pixels, so a wide hole keeps its
-        # coarse interior (filling it all at the fine scale lost 0.85 dB on the native protocol, 9 dB on one blob).
-        bands.append(hole & (inside <= REFINE_BAND * reach / window.scale))
-    refined = _fill_windows(model, source, hole_mask, [w for _, w in todo], batch_size, dtype, images, bands)
+        # The band is reach / 2 of the *fine* pass's working pixels, so a wide hole keeps its coarse interior
+        # (filling it all at the fine scale lost 0.85 dB on the native protocol, 9 dB on one blob).
+        band = hole & (inside <= REFINE_BAND * reach / fine)
+        for box, owned in refine_boxes(band, fine, min_side=min_side):
+            images.append(_crop(filled, box))
+            bands.append(_crop(band, box))
+            owners.append((i, box, owned))
+            pieces.append(Window((top + box[0], left + box[1], box[2], box[3]), fine, window.hole_width))
+    if not pieces:
+        return fills
+    refined = _fill_windows(model, source, hole_mask, pieces, batch_size, dtype, images, bands)
     fills = list(fills)
-    for (i, _), band, fine_fill in zip(todo, bands, refined):
-        fills[i] = np.where(band[..., None], fine_fill, fills[i])
+    for i in dict.fromkeys(i for i, _, _ in owners):
+        fills[i] = fills[i].copy()
+    for (i, box, owned), fine_fill in zip(owners, refined):
+        _crop(fills[i], box)[owned] = fine_fill[owned]
     return fills

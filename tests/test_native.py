@@ -23,7 +23,7 @@ from pconv_hf.evaluation_native import (
     summarize,
 )
 from pconv_hf.masks import OBJECT_BUCKETS, OBJECT_KINDS, fixed_masks, object_mask
-from pconv_hf.windows import STRATEGIES, hole_regions, plan_native_windows
+from pconv_hf.windows import DEFAULT_MAX_PIXELS, STRATEGIES, hole_regions, plan_native_windows, refine_boxes
 
 
 def line_hole(height: int, width: int, thickness: int) -> np.ndarray:
@@ -193,6 +193,60 @@ def test_wide_hole_goes_coarse_then_fine_and_keeps_known_pixels(tiny_model, big_
     interior = distance > 64
     assert np.array_equal(np.asarray(refined)[interior], np.asarray(coarse)[interior])
     assert not np.array_equal(np.asarray(refined)[hole & ~interior], np.asarray(coarse)[hole & ~interior])
+
+
+def diagonal_band(height: int, width: int, thickness: int) -> np.ndarray:
+    band = np.zeros((height, width), np.uint8)
+    cv2.line(band, (width // 20, height // 20), (19 * width // 20, 19 * height // 20), 1, thickness)
+    return band.view(bool)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_refine_boxes_own_every_band_pixel_once_with_context(scale):
+    """The refine pass's boxes: every band pixel refilled by exactly one box, each box holding its pixels plus the
+    margin (working pixels, so margin / scale of the band's) unless the array's edge cuts it; a diagonal band is
+    split into boxes that hold far fewer pixels than its one bounding box; a compact band is one box."""
+    band = diagonal_band(1200, 1600, 30)
+    boxes = refine_boxes(band, scale, margin=64, min_side=128)
+    count = np.zeros(band.shape, int)
+    for (top, left, height, width), owned in boxes:
+        assert owned.shape == (height, width) and owned.any()
+        count[top : top + height, left : left + width] += owned
+        rows, cols = np.nonzero(owned)
+        pad = 64 / scale
+        assert rows.min() >= min(pad, top + rows.min()) - 1 and cols.min() >= min(pad, left + cols.min()) - 1
+        assert height - rows.max() >= min(pad, 1200 - top - rows.max()) and width - cols.max() >= min(
+            pad, 1600 - left - cols.max()
+        )
+    assert np.array_equal(count, band.astype(int)), "a band pixel refilled by no box or by two"
+    assert len(boxes) > 2  # the one box around the band would be the whole array
+    assert sum(h * w for (_, _, h, w), _ in boxes) < (0.5 if scale == 1 else 0.9) * 1200 * 1600
+    disc = np.zeros((1200, 1600), np.uint8)
+    cv2.circle(disc, (800, 600), 200, 1, 40)
+    assert len(refine_boxes(disc.view(bool), scale, margin=64, min_side=128)) == 1
+    assert refine_boxes(np.zeros((10, 10), bool), scale) == []
+
+
+def test_refine_runs_the_network_around_the_band_only(tiny_model, big_photo):
+    """A wide diagonal stroke: filled downscaled, then its edge band refilled at the fine scale on several boxes
+    around the band that hold fewer pixels than the window; the interior keeps the coarse fill, the band differs,
+    and known pixels stay."""
+    hole = diagonal_band(1100, 1500, 120)
+    mask = hole.view(np.uint8) * 255
+    coarse, coarse_shapes = network_inputs(tiny_model, lambda: tiny_model.inpaint(big_photo, mask, refine=False))
+    refined, shapes = network_inputs(tiny_model, lambda: tiny_model.inpaint(big_photo, mask))
+    (window,) = plan_native_windows(hole, min_side=tiny_model.sample_size)
+    fine = min(1.0, (DEFAULT_MAX_PIXELS / (window.box[2] * window.box[3])) ** 0.5)
+    assert fine >= 1.5 * window.scale and len(coarse_shapes) == 1 and len(shapes) > 3
+    assert sum(s[2] * s[3] for s in shapes[1:]) < 0.8 * window.box[2] * window.box[3] * fine**2
+    for result in (coarse, refined):
+        assert_only_hole_changed(big_photo, result, hole)
+    distance = cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5)
+    interior = distance > 0.5 * 64 / fine + 1
+    assert interior.any() and np.array_equal(np.asarray(refined)[interior], np.asarray(coarse)[interior])
+    edge = hole & (distance <= 0.5 * 64 / fine - 1)
+    changed = (np.asarray(refined) != np.asarray(coarse)).any(-1)
+    assert changed[edge].mean() > 0.5  # (a tiny random network: some pixels round to the same grey)
 
 
 def test_budget_downscales_a_window_that_does_not_fit(tiny_model, big_photo):

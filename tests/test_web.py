@@ -35,7 +35,7 @@ from pconv_hf.web import (
     store_weights_fp16,
 )
 from pconv_hf.web.headless import CHROMIUM, CHROMIUM_ARGS, fill_through_page
-from pconv_hf.windows import DEFAULT_MAX_PIXELS, plan_native_windows, plan_windows
+from pconv_hf.windows import DEFAULT_MAX_PIXELS, plan_native_windows, plan_windows, refine_boxes
 
 FILL_TIMEOUT_MS = 120_000
 
@@ -426,6 +426,33 @@ def test_page_pipeline_matches_inpaint_with_a_stand_in_network(tmp_path):
         assert np.array_equal(result[..., :3][~hole], photo[~hole]) and (result[..., 3] == 255).all()
         difference = np.abs(result[..., :3].astype(int) - expected.astype(int))[hole]
         assert difference.max() <= 1 and difference.mean() < 1e-3, (strategy, difference.max(), difference.mean())
+
+
+def test_page_refines_a_wide_stroke_on_the_same_boxes_as_python(tmp_path):
+    """A wide diagonal stroke: one downscaled window whose edge band the refine pass refills on several boxes
+    (pconv_hf.windows.refine_boxes); pipeline.js's fill with the stand-in network, whose output depends on each
+    box's canvas, matches inpaint()'s, so its boxes are Python's."""
+    rng = np.random.default_rng(1)
+    height, width = 800, 1400
+    photo = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+    hole = np.zeros((height, width), np.uint8)
+    cv2.line(hole, (60, 60), (1340, 740), 1, 110)
+    hole = hole.view(bool)
+    (window,) = plan_native_windows(hole, min_side=64)
+    band = hole & (cv2.distanceTransform(hole.view(np.uint8), cv2.DIST_L2, 5) <= 32)
+    assert window.scale < 1 / 1.5 and len(refine_boxes(band, 1.0, min_side=64)) > 2
+    np.concatenate([photo, np.full((height, width, 1), 255, np.uint8)], 2).tofile(tmp_path / "rgba.bin")
+    hole.astype(np.uint8).tofile(tmp_path / "hole.bin")
+    request = {"mode": "fill", "height": height, "width": width, "rgba": str(tmp_path / "rgba.bin"),
+               "hole": str(tmp_path / "hole.bin"), "out": str(tmp_path / "out.bin"),
+               "options": {"strategy": "native", "sampleSize": 64, "multiple": 16}}  # fmt: skip
+    (page_window,) = run_node(tmp_path, request)
+    assert page_window["refine"] == 1.0
+    result = np.fromfile(tmp_path / "out.bin", np.uint8).reshape(height, width, 4)
+    expected = inpaint(Wave(), photo, hole)
+    assert np.array_equal(result[..., :3][~hole], photo[~hole])
+    difference = np.abs(result[..., :3].astype(int) - expected.astype(int))[hole]
+    assert difference.max() <= 1 and difference.mean() < 1e-3, (difference.max(), difference.mean())
 
 
 def test_page_pixel_operations_match_opencv(tmp_path):

@@ -1,11 +1,11 @@
 // inpaint(model, image, mask) of pconv_hf/inpainting.py with the network as a callback: the windows of
 // windows.js, each cropped and INTER_AREA-downscaled to its scale (any pixel that touches the hole stays hole),
 // padded to a multiple of 2**layer_size (padding marked as hole), run, upscaled with OpenCV's bicubic; for the
-// native strategy a window filled downscaled then gets its hole's edge band refilled at the finest scale the
-// pixel budget allows (_refine); only hole pixels are written. Float buffers exist only at the working scale
+// native strategy a window filled downscaled then gets its hole's edge band refilled at the finest scale at which
+// the window fits the pixel budget, on boxes around the band (_refine); only hole pixels are written. Float buffers exist only at the working scale
 // (at most maxPixels per window); at the photo's scale rows are streamed.
 import { chamferDistance, CubicRows, resizeAreaRows, resizeMaskAnyRows, roundHalfEven, toByte } from "./imageops.js";
-import { DEFAULT_MAX_PIXELS, DEFAULT_REACH, planNativeWindows, planWindows, REFINE_BAND } from "./windows.js";
+import { DEFAULT_MAX_PIXELS, DEFAULT_REACH, planNativeWindows, planWindows, REFINE_BAND, refineBoxes } from "./windows.js";
 
 export const STRATEGIES = ["native", "crop"];
 
@@ -96,7 +96,7 @@ function edgeBand(hole, photoWidth, box, reach, scale) {
 
 /** Fill one window of the photo and write its hole pixels into result. */
 async function fillWindow(rgba, hole, photoWidth, window, result, options) {
-  const { multiple, run, reach = DEFAULT_REACH, onRun } = options;
+  const { multiple, run, reach = DEFAULT_REACH, sampleSize, onRun, onMorePasses } = options;
   const { top, left, width } = window;
   const photoRow = (y, buffer) => {
     let source = ((top + y) * photoWidth + left) * 4;
@@ -107,31 +107,38 @@ async function fillWindow(rgba, hole, photoWidth, window, result, options) {
   const holeRow = (y, buffer) => buffer.set(hole.subarray((top + y) * photoWidth + left, (top + y) * photoWidth + left + width));
   const coarse = await predict(photoRow, holeRow, window, window.scale, multiple, run);
   onRun();
-  let band = null;
-  let fine = null;
-  if (window.refine) {
-    // The coarse fill inside the hole is known context now; only the band along its edge is refilled.
-    band = edgeBand(hole, photoWidth, window, reach, window.refine);
-    const filledRow = (y, buffer) => {
-      photoRow(y, buffer);
-      const fill = coarse(y);
-      const holeStart = (top + y) * photoWidth + left;
-      for (let x = 0; x < width; x++) {
-        if (hole[holeStart + x]) for (let c = 0; c < 3; c++) buffer[x * 3 + c] = fill[x * 3 + c];
-      }
-    };
-    const bandRow = (y, buffer) => buffer.set(band.subarray(y * width, (y + 1) * width));
-    fine = await predict(filledRow, bandRow, window, window.refine, multiple, run);
-    onRun();
-  }
   for (let y = 0; y < window.height; y++) {
     const holeStart = (top + y) * photoWidth + left;
-    const coarseRow = coarse(y);
-    const fineRow = fine ? fine(y) : null;
+    const row = coarse(y);
     for (let x = 0; x < width; x++) {
-      if (!hole[holeStart + x]) continue;
-      const row = band && band[y * width + x] ? fineRow : coarseRow;
-      for (let c = 0; c < 3; c++) result[(holeStart + x) * 4 + c] = toByte(row[x * 3 + c]);
+      if (hole[holeStart + x]) for (let c = 0; c < 3; c++) result[(holeStart + x) * 4 + c] = toByte(row[x * 3 + c]);
+    }
+  }
+  if (!window.refine) return;
+  // The coarse fill inside the hole is known context now; only the band along its edge is refilled, by the
+  // network run on boxes around the band (refineBoxes), each writing the band pixels it owns.
+  const band = edgeBand(hole, photoWidth, window, reach, window.refine);
+  const boxes = refineBoxes(band, window.height, window.width, window.refine, { minSide: sampleSize });
+  onMorePasses(boxes.length - 1);
+  for (const box of boxes) {
+    const filledRow = (y, buffer) => {
+      const row = top + box.top + y;
+      let source = (row * photoWidth + left + box.left) * 4;
+      const fill = coarse(box.top + y);
+      for (let x = 0; x < box.width; x++, source += 4) {
+        const inHole = hole[row * photoWidth + left + box.left + x];
+        for (let c = 0; c < 3; c++) buffer[x * 3 + c] = inHole ? fill[(box.left + x) * 3 + c] : rgba[source + c] / 255;
+      }
+    };
+    const bandRow = (y, buffer) => buffer.set(band.subarray((box.top + y) * width + box.left, (box.top + y) * width + box.left + box.width));
+    const fine = await predict(filledRow, bandRow, box, window.refine, multiple, run);
+    onRun();
+    for (let y = 0; y < box.height; y++) {
+      const row = fine(y);
+      const target = (top + box.top + y) * photoWidth + left + box.left;
+      for (let x = 0; x < box.width; x++) {
+        if (box.owned[y * box.width + x]) for (let c = 0; c < 3; c++) result[(target + x) * 4 + c] = toByte(row[x * 3 + c]);
+      }
     }
   }
 }
@@ -151,10 +158,15 @@ export async function fillHoles(rgba, hole, height, width, options) {
   const result = new Uint8ClampedArray(rgba);
   if (!hole.some((value) => value)) return { rgba: result, windows: [] };
   const windows = planFill(hole, height, width, options);
-  const total = windows.reduce((sum, w) => sum + (w.refine ? 2 : 1), 0);
+  // One pass per window and one per refined window's first box; a refined window's other boxes are counted when
+  // its band is known.
+  let total = windows.reduce((sum, w) => sum + (w.refine ? 2 : 1), 0);
   let done = 0;
   onProgress(done, total);
   const onRun = () => onProgress(++done, total);
-  for (const window of windows) await fillWindow(rgba, hole, width, window, result, { ...options, onRun });
+  const onMorePasses = (count) => {
+    total += count;
+  };
+  for (const window of windows) await fillWindow(rgba, hole, width, window, result, { ...options, onRun, onMorePasses });
   return { rgba: result, windows };
 }

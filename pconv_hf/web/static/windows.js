@@ -155,6 +155,74 @@ export function planNativeWindows(hole, height, width, options = {}) {
   return [{ top: 0, left: 0, height, width, scale, holeWidth }];
 }
 
+const MAX_SPLIT_DEPTH = 8; // windows._MAX_SPLIT_DEPTH
+const SPLIT_GAIN = 0.9; // windows._SPLIT_GAIN
+
+function extent(values) {
+  let low = Infinity;
+  let high = -Infinity;
+  for (const v of values) {
+    if (v < low) low = v;
+    if (v > high) high = v;
+  }
+  return [low, high];
+}
+
+/**
+ * windows.refine_boxes: where the coarse-to-fine pass runs the network at scale to refill band (1 = a hole pixel
+ * along a downscaled window's hole edge, height * width). Boxes of the band's array, each {top, left, height,
+ * width, owned} with owned (height * width, 1 = refilled here): every band pixel is refilled by exactly one box.
+ * A box is its band pixels' bounds plus margin working pixels (at least minSide a side), split in two across its
+ * longer side while the halves' boxes hold less than SPLIT_GAIN of its pixels.
+ */
+export function refineBoxes(band, height, width, scale, options = {}) {
+  const { margin = DEFAULT_MARGIN, minSide = 256 } = options;
+  const pad = margin / scale;
+  const side = minSide / scale;
+  let count = 0;
+  for (let i = 0; i < band.length; i++) if (band[i]) count++;
+  if (count === 0) return [];
+  const rows = new Int32Array(count);
+  const cols = new Int32Array(count);
+  for (let i = 0, k = 0; i < band.length; i++) {
+    if (!band[i]) continue;
+    rows[k] = Math.floor(i / width);
+    cols[k++] = i % width;
+  }
+  const boxOf = (rs, cs) => {
+    const [top, bottom] = extent(rs);
+    const [left, right] = extent(cs);
+    return paddedBox({ top, left, bottom: bottom + 1, right: right + 1 }, pad, side, height, width);
+  };
+  const split = (rs, cs, depth) => {
+    const box = boxOf(rs, cs);
+    const whole = [{ box, rs, cs }];
+    if (depth === MAX_SPLIT_DEPTH) return whole;
+    const [rowLow, rowHigh] = extent(rs);
+    const [colLow, colHigh] = extent(cs);
+    const along = rowHigh - rowLow >= colHigh - colLow ? rs : cs;
+    const middle = Math.floor((along === rs ? rowLow + rowHigh : colLow + colHigh) / 2);
+    let first = 0;
+    for (const v of along) if (v <= middle) first++;
+    if (first === along.length) return whole; // one row or column: nothing to split
+    const parts = [[new Int32Array(first), new Int32Array(first)], [new Int32Array(along.length - first), new Int32Array(along.length - first)]];
+    const next = [0, 0];
+    for (let i = 0; i < along.length; i++) {
+      const half = along[i] <= middle ? 0 : 1;
+      parts[half][0][next[half]] = rs[i];
+      parts[half][1][next[half]++] = cs[i];
+    }
+    const halves = [...split(...parts[0], depth + 1), ...split(...parts[1], depth + 1)];
+    const area = halves.reduce((sum, h) => sum + h.box.height * h.box.width, 0);
+    return area < SPLIT_GAIN * box.height * box.width ? halves : whole;
+  };
+  return split(rows, cols, 0).map(({ box, rs, cs }) => {
+    const owned = new Uint8Array(box.height * box.width);
+    for (let i = 0; i < rs.length; i++) owned[(rs[i] - box.top) * box.width + (cs[i] - box.left)] = 1;
+    return { ...box, owned };
+  });
+}
+
 /**
  * windows.plan_windows + inpainting._at_resolution (strategy="crop"): square windows of at least context times
  * their hole region's longer side (and at least resolution), each downscaled so its longer side is at most
