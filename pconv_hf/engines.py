@@ -10,8 +10,9 @@ README's timing table and ``benchmarks/bench_engines.py`` for whole fills):
   and cached on disk (:func:`cached_onnx_path`). It took 0.81x the time of float32 eager with PyTorch's kernels
   limited to AVX2 (ONNX Runtime's cannot be limited so), 0.75x for a whole 12-MP fill; its fill is float32's
   within 1 grey level. Since PyTorch's inference runs in place and in one memory format (the model's
-  ``premasked`` path), the two are level on a whole 12-MP fill here (PyTorch float32 with AVX2 kernels 3.07 s,
-  ONNX Runtime 2.95 s); ONNX Runtime stays the choice until a real AVX2-only CPU says otherwise.
+  ``premasked`` path), the two are close on a whole 12-MP fill here (PyTorch float32 with AVX2 kernels 2.02 s,
+  ONNX Runtime 1.83 s, both with the refine pass on boxes and windows at their own size); ONNX Runtime stays the
+  choice until a real AVX2-only CPU says otherwise.
 - Tried and not used: static int8 (QDQ, per-channel weights, calibrated on training photos) of every convolution
   lost 0.51 dB PSNR on the hole (0.05 dB allowed); with the three full-resolution layers left in float32, 0.05 dB
   on average and 0.11 dB on the worst photo, at a speed not measurable for AVX2 here (this CPU's int8 has VNNI).
@@ -52,6 +53,9 @@ ENGINES = ("auto", "torch", "onnx")
 autocast), "onnx" (ONNX Runtime float32 on the CPU, from a cached export)."""
 CONFIG_KEY = "pconv_hf.config"
 """The ONNX file's metadata key holding the model config (JSON): the file describes itself."""
+SIZE_MULTIPLE_KEY = "pconv_hf.size_multiple"
+"""The ONNX file's metadata key saying what its inputs' height and width must be multiples of ("1": any size).
+Older files, without it, need multiples of ``2 ** layer_size``."""
 INPUT_NAMES = ("image", "mask")
 OUTPUT_NAME = "output"
 INSTALL_HINT = "pip install 'pconv_hf[onnx]'"
@@ -235,11 +239,12 @@ class OnnxNetwork:
         self.sample_size: int = self.config["sample_size"]
         self.layer_size: int = self.config["layer_size"]
         self.in_channels: int = self.config["in_channels"]
+        self._size_multiple = onnx_size_multiple(metadata)
 
     @property
     def size_multiple(self) -> int:
-        """H and W of the input must be multiples of this."""
-        return 2**self.layer_size
+        """H and W of the input must be multiples of this (1, any size, for exports with ``SIZE_MULTIPLE_KEY``)."""
+        return self._size_multiple
 
     @property
     def device(self) -> torch.device:
@@ -270,13 +275,21 @@ class OnnxNetwork:
             )
         if image.shape[2] % self.size_multiple or image.shape[3] % self.size_multiple:
             raise ValueError(
-                f"image height and width must be multiples of 2**layer_size = {self.size_multiple}, "
+                f"image height and width must be multiples of {self.size_multiple} for this export (an older one), "
                 f"got {image.shape[2]}x{image.shape[3]}; pad or resize first (inpaint() does this for you)"
             )
         if not np.all((valid_mask == 0) | (valid_mask == 1)):
             raise ValueError("mask must contain only 0 (hole) and 1 (valid); threshold it after resizing")
         (output,) = self.session.run([OUTPUT_NAME], {INPUT_NAMES[0]: image, INPUT_NAMES[1]: valid_mask})
         return torch.from_numpy(output)
+
+
+def onnx_size_multiple(metadata: dict[str, str]) -> int:
+    """What an export's inputs' height and width must be multiples of, from its metadata: "1" (any size) in exports
+    that say so, ``2 ** layer_size`` in older ones (their graphs have no padding of odd levels)."""
+    if SIZE_MULTIPLE_KEY in metadata:
+        return int(metadata[SIZE_MULTIPLE_KEY])
+    return 2 ** json.loads(metadata[CONFIG_KEY])["layer_size"]
 
 
 def _require(package: str, purpose: str) -> Any:

@@ -188,9 +188,6 @@ def run(args: argparse.Namespace) -> dict:
     device = parse_device(args.device) or default_device()
     methods = load_methods(args, device)
     resolution = args.resolution or next(iter(methods.values())).sample_size
-    for name, method in methods.items():
-        if isinstance(method, (PConvUNet, Autocast)) and resolution % method.size_multiple:
-            raise ValueError(f"--resolution {resolution} is not a multiple of {method.size_multiple} ({name})")
 
     images, ids = read_images(args, resolution)
     # Sample i of a bucket is image i % N with the bucket's mask i % masks_per_bucket.

@@ -47,6 +47,8 @@ Strategy = Literal["native", "crop", "resize", "full"]
 
 MAX_DILATE = 4096
 """Largest ``dilate`` (pixels)."""
+MIN_RESOLUTION = 16
+"""Smallest working ``resolution`` of the crop strategies (any size runs; smaller fills show nothing)."""
 MAX_RESOLUTION = 8192
 """Largest working ``resolution``: an 8192² window is 64 MP, the most one forward pass may hold."""
 MAX_CONTEXT = 64.0
@@ -60,7 +62,7 @@ class InpaintingNetwork(Protocol):
 
     ``network(image, valid_mask)`` maps images (N, C, H, W) in [0, 1] and masks (N, 1, H, W) of {0, 1}
     (1 = valid), both given on ``device`` in ``dtype``, to the network output (N, C, H, W); H and W are
-    multiples of ``size_multiple``.
+    multiples of ``size_multiple`` (``inpaint()`` pads each window with hole to them; 1: no padding).
     """
 
     sample_size: int
@@ -162,13 +164,10 @@ def inpaint(
     resolution = _bounded_int(
         "resolution",
         model.sample_size if resolution is None else resolution,
-        model.size_multiple,
+        MIN_RESOLUTION,
         MAX_RESOLUTION,
-        f"pixels, a multiple of {model.size_multiple}; a larger square window is over 64 MP, more than one "
-        "forward pass may hold in memory",
+        "pixels; a larger square window is over 64 MP, more than one forward pass may hold in memory",
     )
-    if resolution % model.size_multiple:
-        raise ValueError(f"resolution must be a multiple of {model.size_multiple} pixels, got {resolution}")
     dilate = _bounded_int("dilate", dilate, 0, MAX_DILATE, "pixels; a larger grow covers any photo's holes anyway")
     if isinstance(context, bool) or not isinstance(context, (int, float, np.number)) or not 1 <= context <= MAX_CONTEXT:
         raise ValueError(
@@ -328,7 +327,8 @@ def _run_network(
     dtype: torch.dtype | None,
 ) -> list[np.ndarray]:
     """Network outputs for (rgb, hole) pairs, each cropped back to its own size. Every input is padded to
-    ``canvas`` (a multiple of 2**layer_size); the padding is marked as hole so the partial convolutions ignore it."""
+    ``canvas`` (multiples of the model's ``size_multiple``: 1, no padding, for a PConvUNet); padding is marked as hole,
+    so the partial convolutions ignore it."""
     batch = np.zeros((len(inputs), *canvas, 3), np.float32)
     valid = np.zeros((len(inputs), *canvas), np.float32)
     for i, (rgb, hole) in enumerate(inputs):

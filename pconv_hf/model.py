@@ -160,7 +160,27 @@ class DecoderBlock(nn.Module):
         premasked: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``premasked``: ``x`` and ``skip`` are already 0 in their holes (inference, see
-        :meth:`PConvUNet.forward`); then the output is too."""
+        :meth:`PConvUNet.forward`); then the output is too.
+
+        A level of odd height or width: the encoder's stride-2 convolution rounded its size up, as if the level
+        had one more row or column of hole, so ``x`` upsampled is one larger than ``skip``. The skip is padded
+        with that hole (zeros, mask 0) and the output cropped back to the skip's size."""
+        height, width = skip.shape[-2:]
+        pad = (0, 2 * x.shape[-1] - width, 0, 2 * x.shape[-2] - height)
+        if torch.onnx.is_in_onnx_export() or any(pad):  # an export pads always: its sizes are symbolic
+            skip, skip_mask = _pad_like(skip, pad), None if skip_mask is None else _pad_like(skip_mask, pad)
+            x, mask = self._forward(x, mask, skip, skip_mask, premasked)
+            return x[:, :, :height, :width], None if mask is None else mask[:, :, :height, :width]
+        return self._forward(x, mask, skip, skip_mask, premasked)
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        skip: torch.Tensor,
+        skip_mask: torch.Tensor | None,
+        premasked: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if premasked and mask is not None:
             return self._forward_premasked(x, mask, skip, skip_mask)
         if self.upsampling_mode == "nearest" and not torch.is_grad_enabled():
@@ -252,6 +272,15 @@ class DecoderBlock(nn.Module):
         if self.upsampling_mode == "nearest" and x.requires_grad and not torch.compiler.is_compiling():
             return _NearestUpsample2x.apply(x)
         return F.interpolate(x, scale_factor=2, mode=self.upsampling_mode)
+
+
+def _pad_like(tensor: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(tensor, pad)`` with zeros, in the tensor's memory format (a channels-last feature map padded into
+    NCHW would make every later operation with it a transposition)."""
+    padded = F.pad(tensor, pad)
+    if tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    return padded
 
 
 class _NearestUpsample2x(torch.autograd.Function):
@@ -360,7 +389,7 @@ class PConvUNet(
     """The partial-convolution U-Net of Liu et al. 2018.
 
     Images are float RGB in [0, 1], shape (N, in_channels, H, W); masks are float {0, 1} with 1 = valid,
-    shape (N, 1, H, W) or (N, in_channels, H, W). H and W must be multiples of ``2 ** layer_size``.
+    shape (N, 1, H, W) or (N, in_channels, H, W), of any H and W.
 
     Args:
         layer_size: encoder depth (and decoder depth). 7 suits 256 px, 8 suits 512 px (the paper).
@@ -454,8 +483,11 @@ class PConvUNet(
 
     @property
     def size_multiple(self) -> int:
-        """H and W of the input must be multiples of this."""
-        return 2**self.layer_size
+        """H and W of the input must be multiples of this: 1, any size works (a level of odd size is treated as if
+        it had one more row or column of hole, see :class:`DecoderBlock`). ``inpaint()`` pads its windows to
+        multiples of it, so a window costs only its own pixels (padding to multiples of ``2 ** layer_size`` made
+        a 12-MP fill's canvases 29 % hole: 0.85x the float32 time without it)."""
+        return 1
 
     @property
     def device(self) -> torch.device:
@@ -524,12 +556,6 @@ class PConvUNet(
             )
         if mask.shape[0] != image.shape[0] or mask.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match image shape {tuple(image.shape)}")
-        height, width = image.shape[-2:]
-        if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
-                f"image height and width must be multiples of 2**layer_size = {self.size_multiple}, "
-                f"got {height}x{width}; pad or resize first (inpaint() does this for you)"
-            )
         # Data-dependent, so torch.export cannot trace it: an exported graph trusts its caller (inpaint() thresholds).
         if not torch.compiler.is_compiling() and not torch.all((mask == 0) | (mask == 1)):
             raise ValueError("mask must contain only 0 (hole) and 1 (valid); threshold it after resizing")

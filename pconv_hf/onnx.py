@@ -7,8 +7,8 @@
 
 The file holds the network only (no pre- or post-processing): inputs ``image`` (N, C, H, W) float32 in [0, 1]
 and ``mask`` (N, 1, H, W) float32 of {0, 1} with 1 = valid, output ``output`` (N, C, H, W). Batch, height and
-width are dynamic; height and width must be multiples of ``2 ** layer_size`` (the graph's dimensions say so:
-``128*height_blocks``). The model config is stored as metadata (``pconv_hf.config``, JSON), so
+width are dynamic, of any size (older files, whose metadata lacks ``pconv_hf.size_multiple``, need multiples of
+``2 ** layer_size``). The model config is stored as metadata (``pconv_hf.config``, JSON), so
 ``pconv_hf.load_model("model.onnx")`` rebuilds everything ``inpaint()`` needs from the file alone.
 
 ``onnxruntime`` (and, for exporting, ``onnx`` and ``onnxscript``) come with ``pip install 'pconv_hf[onnx]'``;
@@ -32,6 +32,7 @@ from .engines import (  # noqa: F401 - CONFIG_KEY, OUTPUT_NAME, INSTALL_HINT, ex
     INPUT_NAMES,
     INSTALL_HINT,
     OUTPUT_NAME,
+    SIZE_MULTIPLE_KEY,
     OnnxNetwork,
     _require,
     cpu_session_options,
@@ -54,9 +55,8 @@ MIN_OPSET = 17
 def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = None) -> Path:
     """Write ``model`` (in eval mode, float32) as an ONNX file with dynamic batch, height and width.
 
-    Height and width of the inputs must be multiples of ``model.size_multiple`` (``2 ** layer_size``);
-    ``inpaint()`` pads to them. Unlike ``PConvUNet.forward``, the graph does not check that the mask is binary
-    (:class:`OnnxInpainter` does).
+    Height and width of the inputs may be any size. Unlike ``PConvUNet.forward``, the graph does not check that
+    the mask is binary (:class:`OnnxInpainter` does).
 
     Args:
         model: the network; it is copied to the CPU, so the original keeps its device, dtype and mode.
@@ -79,14 +79,15 @@ def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = N
         raise ValueError(f"opset {opset} is newer than the installed onnx package knows (up to {newest})")
 
     network = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
-    multiple = network.size_multiple
-    # Two blocks of each, not one: torch.export specialises dimensions whose example size is 0 or 1.
-    image = torch.full((2, network.in_channels, 2 * multiple, 2 * multiple), 0.5)
-    valid_mask = torch.ones(2, 1, 2 * multiple, 2 * multiple)
-    valid_mask[:, :, :multiple, :multiple] = 0
+    # An odd size, so that every level pads and crops as it may have to (sizes are symbolic in the graph); not 0
+    # or 1, which torch.export specialises.
+    side = 2**network.layer_size + 3
+    image = torch.full((2, network.in_channels, side, side), 0.5)
+    valid_mask = torch.ones(2, 1, side, side)
+    valid_mask[:, :, : side // 2, : side // 2] = 0
     batch = torch.export.Dim("batch", min=1)
-    height = multiple * torch.export.Dim("height_blocks", min=1)
-    width = multiple * torch.export.Dim("width_blocks", min=1)
+    height = torch.export.Dim("height", min=2)
+    width = torch.export.Dim("width", min=2)
     shapes = {0: batch, 2: height, 3: width}
     # No gradients: the decoder takes its inference path (convolutions before upsampling, see DecoderBlock).
     with warnings.catch_warnings(), torch.no_grad():
@@ -103,9 +104,10 @@ def export_onnx(model: PConvUNet, path: str | os.PathLike, opset: int | None = N
             verbose=False,
         )
     program.model.metadata_props[CONFIG_KEY] = json.dumps(network.config, sort_keys=True)
+    program.model.metadata_props[SIZE_MULTIPLE_KEY] = "1"
     program.model.doc_string = (
         f"PConvUNet (pconv_hf). image (N, {network.in_channels}, H, W) float32 in [0, 1]; mask (N, 1, H, W) "
-        f"float32, 1 = valid, 0 = hole; H and W multiples of {multiple}. Output: the network prediction, to be "
+        f"float32, 1 = valid, 0 = hole; any H and W. Output: the network prediction, to be "
         "composited with the known pixels."
     )
     path.parent.mkdir(parents=True, exist_ok=True)

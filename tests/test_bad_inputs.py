@@ -471,7 +471,7 @@ def _api_cases(photo: np.ndarray, hole: np.ndarray, model: PConvUNet) -> dict[st
         "dilate=1.5": (lambda: fill(photo, hole, model=model, dilate=1.5), "dilate must be an int"),
         "dilate huge": (lambda: fill(photo, hole, model=model, dilate=10**6), "from 0 to 4096"),
         "resolution 2**20": (lambda: fill(photo, hole, model=model, resolution=2**20), "64 MP"),
-        "resolution not a multiple": (lambda: fill(photo, hole, model=model, resolution=100), "multiple of 32"),
+        "resolution 8": (lambda: fill(photo, hole, model=model, resolution=8), "resolution must be from 16 to 8192"),
         "context inf": (lambda: fill(photo, hole, model=model, context=math.inf), "context must be a number"),
         "context nan": (lambda: fill(photo, hole, model=model, context=math.nan), "context must be a number"),
         "batch_size 0": (lambda: fill(photo, hole, model=model, batch_size=0), "batch_size must be from 1"),

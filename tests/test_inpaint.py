@@ -168,7 +168,11 @@ def test_bad_images_raise_value_error(tiny_model, image, message):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(strategy="tile"), "strategy"), (dict(resolution=100), "resolution"), (dict(dilate=-1), "dilate")],
+    [
+        (dict(strategy="tile"), "strategy"),
+        (dict(resolution=8), "resolution must be from 16"),
+        (dict(dilate=-1), "dilate"),
+    ],
 )
 def test_bad_options_raise_value_error(tiny_model, photo, hole, kwargs, message):
     with pytest.raises(ValueError, match=message):

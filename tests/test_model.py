@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+import torch.nn.functional as F
 
 from pconv_hf import PConvUNet
 from pconv_hf import model as model_module
@@ -90,7 +91,6 @@ def test_deterministic(tiny_model):
 @pytest.mark.parametrize(
     "image_shape, mask_shape, message",
     [
-        ((1, 3, 60, 64), (1, 1, 60, 64), "multiples of 2\\*\\*layer_size = 32, got 60x64"),
         ((1, 4, 64, 64), (1, 1, 64, 64), "image must be a tensor of shape"),
         ((1, 3, 64, 64), (1, 2, 64, 64), "mask must be a tensor of shape"),
         ((1, 3, 64, 64), (1, 1, 32, 64), "does not match"),
@@ -99,6 +99,29 @@ def test_deterministic(tiny_model):
 def test_bad_inputs_raise_value_error(tiny_model, image_shape, mask_shape, message):
     with pytest.raises(ValueError, match=message):
         tiny_model(torch.rand(image_shape), torch.ones(mask_shape))
+
+
+def test_any_size_works_as_if_odd_levels_had_one_more_row_of_hole(tiny_model):
+    """H and W need not be multiples of 2**layer_size: a level of odd size is padded with one row or column of
+    hole. So a photo padded with hole to a multiple, where every level pads as a whole, gives the same output
+    where the padding reaches no level's odd edge (here: a photo one row short of a multiple, whose padding is
+    that one row at every level) and an output of the photo's own size."""
+    assert tiny_model.size_multiple == 1
+    generator = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 63, 64, generator=generator)
+    mask = (torch.rand(1, 1, 63, 64, generator=generator) > 0.3).float()
+    with torch.no_grad():
+        output = tiny_model(image, mask)
+        padded = tiny_model(F.pad(image, (0, 0, 0, 1)), F.pad(mask, (0, 0, 0, 1)))
+    assert output.shape == image.shape
+    torch.testing.assert_close(output, padded[:, :, :63], rtol=1e-5, atol=1e-5)
+    for height, width in ((1, 1), (7, 130), (33, 32)):
+        assert tiny_model(torch.rand(1, 3, height, width), torch.ones(1, 1, height, width)).shape == (
+            1,
+            3,
+            height,
+            width,
+        )
 
 
 def test_soft_mask_is_rejected(tiny_model):
@@ -447,11 +470,12 @@ def test_widened_copies_grow_apart_and_refuse_narrowing():
     "kwargs", [{}, {"boundary_blend": True}, {"conv_type": "plain"}, {"upsampling_mode": "bilinear"}]
 )
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_inference_path_computes_what_training_computes(kwargs, memory_format):
+@pytest.mark.parametrize("size", [(48, 64), (45, 67)])
+def test_inference_path_computes_what_training_computes(kwargs, memory_format, size):
     """Without gradients the decoder convolves before upsampling (DecoderBlock._forward_subpixel), and in eval
     mode every feature map is kept 0 in its holes in place with BatchNorm folded into the convolutions
     (``premasked``): the same output and masks as the training path, in float64 to rounding, in either memory
-    format (inpaint()'s images arrive channels-last)."""
+    format (inpaint()'s images arrive channels-last), also where levels have odd sizes (padded and cropped)."""
     torch.manual_seed(3)
     model = PConvUNet(layer_size=4, base_channels=8, **kwargs).double().eval()
     with torch.no_grad():
@@ -461,10 +485,10 @@ def test_inference_path_computes_what_training_computes(kwargs, memory_format):
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.normal_(0, 0.5)
                 module.running_var.uniform_(0.2, 3.0)
-    image = torch.rand(2, 3, 48, 64, dtype=torch.float64).contiguous(memory_format=memory_format)
+    image = torch.rand(2, 3, *size, dtype=torch.float64).contiguous(memory_format=memory_format)
     # A shared mask for one image, a per-channel one for the other (a batch holds one shape: both 3-channel).
-    mask = (torch.rand(2, 1, 48, 64) > 0.4).double().repeat(1, 3, 1, 1)
-    mask[1, 1] = (torch.rand(48, 64) > 0.4).double()
+    mask = (torch.rand(2, 1, *size) > 0.4).double().repeat(1, 3, 1, 1)
+    mask[1, 1] = (torch.rand(*size) > 0.4).double()
     mask[0, :, 8:40, 10:50] = 0
     original = image.clone()
     masks = {}
@@ -478,11 +502,12 @@ def test_inference_path_computes_what_training_computes(kwargs, memory_format):
         for hook in hooks:
             hook.remove()
         masks.setdefault(("output", grad), output)
+    assert masks["output", False].shape == (2, 3, *size)
     torch.testing.assert_close(masks["output", False], masks["output", True], rtol=1e-10, atol=1e-10)
     assert torch.equal(image, original)  # the in-place inference never writes into its input
     if memory_format == torch.channels_last and kwargs.get("conv_type") != "plain":
         # The decoder keeps the encoder's format (a mix makes every elementwise operation a slow transposition).
-        assert masks["output", False].is_contiguous(memory_format=torch.channels_last)
+        assert masks["output", False].stride(1) == 1  # channels innermost (a cropped view where sizes are odd)
     for fast, slow in zip(masks[False], masks[True]):
         assert (fast is None) == (slow is None)
         if fast is not None:

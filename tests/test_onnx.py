@@ -14,7 +14,7 @@ from PIL import Image
 import pconv_hf  # noqa: E402
 from pconv_hf import OnnxInpainter, PConvUNet  # noqa: E402
 from pconv_hf.cli.export import main  # noqa: E402
-from pconv_hf.onnx import CONFIG_KEY, export_onnx  # noqa: E402
+from pconv_hf.onnx import CONFIG_KEY, SIZE_MULTIPLE_KEY, export_onnx  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -57,9 +57,9 @@ def test_onnx_runtime_matches_eager_pytorch(exported):
     model, path = exported
     network = pconv_hf.load_model(path, device="cpu")
     assert isinstance(network, OnnxInpainter)
-    assert network.config == model.config and network.size_multiple == model.size_multiple == 8
+    assert network.config == model.config and network.size_multiple == model.size_multiple == 1
     generator = torch.Generator().manual_seed(2)
-    for height, width in ((32, 32), (64, 96)):
+    for height, width in ((32, 32), (64, 96), (37, 53), (1, 2)):  # any size: odd levels pad in the graph too
         image = torch.rand(2, 3, height, width, generator=generator)
         valid_mask = (torch.rand(2, 1, height, width, generator=generator) > 0.3).float()
         with torch.no_grad():
@@ -91,16 +91,39 @@ def test_float_arrays_through_onnx_match_pytorch(exported, astronaut, hole):
     assert np.array_equal(result[hole == 0], image[hole == 0])
 
 
-def test_onnx_network_checks_its_inputs(exported):
+def test_onnx_network_checks_its_inputs(exported, tmp_path):
     network = OnnxInpainter(exported[1], providers=["CPUExecutionProvider"])
-    with pytest.raises(ValueError, match="multiples of 2\\*\\*layer_size = 8"):
-        network(torch.rand(1, 3, 36, 32), torch.ones(1, 1, 36, 32))
     with pytest.raises(ValueError, match="only 0 \\(hole\\) and 1"):
         network(torch.rand(1, 3, 32, 32), torch.full((1, 1, 32, 32), 0.5))
     with pytest.raises(ValueError, match="expected image"):
         network(torch.rand(1, 3, 32, 32), torch.ones(1, 3, 32, 32))
     with pytest.raises(ValueError, match="dtype \\(autocast\\) needs a PyTorch model"):
         network.inpaint(np.zeros((32, 32, 3), np.uint8), np.ones((32, 32)), dtype=torch.bfloat16)
+
+
+def test_an_export_without_the_size_multiple_key_needs_multiples(exported, tmp_path):
+    """Exports written before any size worked lack ``pconv_hf.size_multiple``: their graphs need multiples of
+    2**layer_size, so OnnxInpainter asks for them and inpaint() pads to them; it still fills like PyTorch."""
+    import onnx
+
+    model, path = exported
+    old = onnx.load(path)
+    kept = [entry for entry in old.metadata_props if entry.key != SIZE_MULTIPLE_KEY]
+    assert len(kept) == len(old.metadata_props) - 1
+    del old.metadata_props[:]
+    old.metadata_props.extend(kept)
+    onnx.save(old, tmp_path / "old.onnx")
+    network = OnnxInpainter(tmp_path / "old.onnx", providers=["CPUExecutionProvider"])
+    assert network.size_multiple == 8
+    with pytest.raises(ValueError, match="multiples of 8 for this export"):
+        network(torch.rand(1, 3, 36, 32), torch.ones(1, 1, 36, 32))
+    photo = np.random.default_rng(0).integers(0, 256, (45, 61, 3), np.uint8)
+    hole = np.zeros((45, 61), np.uint8)
+    hole[10:30, 20:40] = 255
+    result = network.inpaint(photo, hole)
+    expected = model.inpaint(photo, hole, dtype="float32")
+    difference = np.abs(result.astype(int) - expected.astype(int))
+    assert difference.max() <= 1 and np.array_equal(result[hole == 0], photo[hole == 0])
 
 
 def test_load_model_refuses_what_is_not_a_pconv_export(tmp_path):

@@ -190,11 +190,6 @@ class AnomalyDetector:
             raise ValueError(
                 f"mode {config.mode!r} needs a PConvUNet with conv_type={expected_conv!r}, got {model.conv_type!r}"
             )
-        if config.resolution % model.size_multiple:
-            raise ValueError(
-                f"resolution {config.resolution} must be a multiple of the model's 2**layer_size = "
-                f"{model.size_multiple}"
-            )
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
         self.config = config

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engines import onnx_size_multiple
 from ..onnx import CONFIG_KEY
 
 HERE = Path(__file__).resolve().parent
@@ -213,7 +214,7 @@ def manifest(model_path: Path, quantize: str | None) -> dict[str, Any]:
         "sha256": digest,
         "weights": quantize or "float16",
         "sample_size": config["sample_size"],
-        "size_multiple": 2 ** config["layer_size"],
+        "size_multiple": onnx_size_multiple(metadata),
         "in_channels": config["in_channels"],
         "onnxruntime_web": pinned_ort_version(),
         "config": config,
