@@ -13,6 +13,9 @@ Two planners, one per strategy:
 - ``plan_windows`` ("crop"): square windows at least ``context`` x the hole region's longer side, all downscaled
   to one working resolution (the behaviour before the native strategy; kept for comparison and for callers
   that depend on it).
+
+``refine_boxes`` says where the native strategy's coarse-to-fine pass runs: boxes around the band along a
+downscaled window's hole edge, not the whole window.
 """
 
 from __future__ import annotations
