@@ -1,9 +1,10 @@
 // inpaint(model, image, mask) of pconv_hf/inpainting.py with the network as a callback: the windows of
 // windows.js, each cropped and INTER_AREA-downscaled to its scale (any pixel that touches the hole stays hole),
-// padded to a multiple of 2**layer_size (padding marked as hole), run, upscaled with OpenCV's bicubic; for the
-// native strategy a window filled downscaled then gets its hole's edge band refilled at the finest scale at which
-// the window fits the pixel budget, on boxes around the band (_refine); only hole pixels are written. Float buffers exist only at the working scale
-// (at most maxPixels per window); at the photo's scale rows are streamed.
+// padded to a multiple of the model's size_multiple (1, no padding, for any-size exports; padding marked as
+// hole), run, upscaled with OpenCV's bicubic; for the native strategy a window filled downscaled then gets its
+// hole's edge band refilled at the finest scale at which the window fits the pixel budget, on boxes around the
+// band (_refine); only hole pixels are written. Float buffers exist only at the working scale (at most maxPixels
+// per window); at the photo's scale rows are streamed.
 import { chamferDistance, CubicRows, resizeAreaRows, resizeMaskAnyRows, roundHalfEven, toByte } from "./imageops.js";
 import { DEFAULT_MAX_PIXELS, DEFAULT_REACH, planNativeWindows, planWindows, REFINE_BAND, refineBoxes } from "./windows.js";
 
